@@ -1,0 +1,415 @@
+//! The embedding engine: loads a Hugging Face checkpoint (Llama-family decoder embedders or BERT
+//! encoders), tokenises with the model's own tokenizer.json, runs length-sorted token-budget
+//! batches through the forward pass and pools each text into one vector.
+
+pub mod batching;
+mod bert;
+#[cfg(feature = "hub")]
+mod hub;
+pub mod llama;
+pub mod pooling;
+pub mod recipe;
+pub mod source;
+
+use anyhow::{bail, Context, Result};
+use candle_core::{DType, Device};
+use candle_nn::VarBuilder;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
+
+pub use batching::plan_batches;
+pub use recipe::{
+    Architecture, Attention, PaddingSide, Pooling, Recipe, RecipeOverrides, TextKind,
+    DEFAULT_INSTRUCTION, DEFAULT_QUERY_TEMPLATE,
+};
+pub use source::ModelFiles;
+
+/// Default padded-token budget per forward pass: big enough to keep the matmuls efficient on a
+/// CPU, small enough that the attention scores of one batch stay in the tens of MB.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 8192;
+
+/// How to load a model.
+#[derive(Debug, Clone)]
+pub struct EncoderOptions {
+    /// `cpu` or `cuda:N` (the latter needs the `cuda` feature).
+    pub device: String,
+    /// `f32`, `bf16` or `f16`.
+    pub dtype: String,
+    pub overrides: RecipeOverrides,
+    pub max_batch_tokens: usize,
+}
+
+impl Default for EncoderOptions {
+    fn default() -> Self {
+        Self {
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            overrides: RecipeOverrides::default(),
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+        }
+    }
+}
+
+/// One text after templating and tokenisation.
+#[derive(Debug, Clone)]
+pub struct Tokenized {
+    pub ids: Vec<u32>,
+    /// The text was longer than `max_length` and has been cut.
+    pub truncated: bool,
+}
+
+/// Result of encoding a list of texts: vectors in input order plus counts for reporting.
+#[derive(Debug, Clone)]
+pub struct Encoded {
+    pub vectors: Vec<Vec<f32>>,
+    pub tokens: usize,
+    pub truncated: usize,
+}
+
+enum Backbone {
+    Llama(llama::LlamaEncoder),
+    Bert(bert::BertEncoder),
+}
+
+/// What `embed info` prints and what every manifest records about the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub model: String,
+    pub path: String,
+    pub fingerprint: String,
+    pub dim: usize,
+    pub vocab_size: usize,
+    pub dtype: String,
+    pub device: String,
+    #[serde(flatten)]
+    pub recipe: Recipe,
+}
+
+pub struct Encoder {
+    info: ModelInfo,
+    recipe: Recipe,
+    tokenizer: Tokenizer,
+    backbone: Backbone,
+    eos_id: Option<u32>,
+    pad_id: u32,
+    vocab_size: usize,
+    max_batch_tokens: usize,
+}
+
+pub fn parse_device(spec: &str) -> Result<Device> {
+    match spec {
+        "cpu" => Ok(Device::Cpu),
+        s if s == "cuda" || s.starts_with("cuda:") => {
+            let ordinal: usize = match s.strip_prefix("cuda:") {
+                Some(n) => n
+                    .parse()
+                    .with_context(|| format!("--device {s:?}: expected cuda:N"))?,
+                None => 0,
+            };
+            #[cfg(feature = "cuda")]
+            {
+                Device::new_cuda(ordinal).with_context(|| format!("opening CUDA device {ordinal}"))
+            }
+            #[cfg(not(feature = "cuda"))]
+            {
+                let _ = ordinal;
+                bail!(
+                    "--device {s}: this build has no CUDA support; rebuild with `--features cuda`"
+                )
+            }
+        }
+        other => bail!("--device {other:?}: expected cpu or cuda:N"),
+    }
+}
+
+pub fn parse_dtype(spec: &str) -> Result<DType> {
+    match spec {
+        "f32" => Ok(DType::F32),
+        "bf16" => Ok(DType::BF16),
+        "f16" => Ok(DType::F16),
+        other => bail!("--dtype {other:?}: expected f32, bf16 or f16"),
+    }
+}
+
+impl Encoder {
+    /// Load a model from a folder or hub id (see [`source::resolve_model_dir`]).
+    pub fn load(model: &str, opts: &EncoderOptions) -> Result<Self> {
+        let dir = source::resolve_model_dir(model)?;
+        let files = source::locate_files(&dir)?;
+        let config = recipe::read_json(&files.config)?;
+        let architecture = recipe::detect_architecture(&files.config, &config)?;
+        let recipe = recipe::resolve_recipe(&files, &config, architecture, &opts.overrides)?;
+        let device = parse_device(&opts.device)?;
+        let dtype = parse_dtype(&opts.dtype)?;
+
+        let mut tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| {
+            anyhow::anyhow!("{}: cannot load tokenizer: {e}", files.tokenizer.display())
+        })?;
+        // Padding and truncation stored in tokenizer.json (all-MiniLM-L6-v2 ships Fixed(128))
+        // would silently change vectors: we pad ourselves and truncate at the recipe's length.
+        tokenizer.with_padding(None);
+        let reserve_eos = usize::from(recipe.append_eos);
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: recipe.max_length - reserve_eos,
+                strategy: TruncationStrategy::LongestFirst,
+                stride: 0,
+                direction: TruncationDirection::Right,
+            }))
+            .map_err(|e| anyhow::anyhow!("setting truncation: {e}"))?;
+
+        let config_vocab = config
+            .get("vocab_size")
+            .and_then(|v| v.as_u64())
+            .with_context(|| format!("{}: missing \"vocab_size\"", files.config.display()))?
+            as usize;
+        let tok_vocab = tokenizer.get_vocab_size(true);
+        if tok_vocab > config_vocab {
+            bail!(
+                "{} has {tok_vocab} tokens but {} says vocab_size {config_vocab}: \
+                 the tokenizer does not belong to this model",
+                files.tokenizer.display(),
+                files.config.display()
+            );
+        }
+
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, &device) }
+            .with_context(|| format!("opening weights in {}", dir.display()))?;
+        let backbone = match architecture {
+            Architecture::Llama => {
+                let cfg: llama::LlamaConfig = serde_json::from_value(config.clone())
+                    .with_context(|| format!("{}: not a Llama config", files.config.display()))?;
+                Backbone::Llama(
+                    llama::LlamaEncoder::load(vb, cfg)
+                        .with_context(|| format!("loading Llama weights from {}", dir.display()))?,
+                )
+            }
+            Architecture::Bert => Backbone::Bert(
+                bert::BertEncoder::load(vb, &config)
+                    .with_context(|| format!("loading BERT weights from {}", dir.display()))?,
+            ),
+        };
+        let dim = match &backbone {
+            Backbone::Llama(m) => m.hidden_size(),
+            Backbone::Bert(m) => m.hidden_size(),
+        };
+
+        let eos_id = special_token_id(&files, &config, &tokenizer, "eos");
+        if recipe.append_eos && eos_id.is_none() {
+            bail!(
+                "--append-eos: no eos_token_id in {} and no eos_token in tokenizer_config.json",
+                files.config.display()
+            );
+        }
+        let pad_id = special_token_id(&files, &config, &tokenizer, "pad")
+            .or(eos_id)
+            .unwrap_or(0);
+
+        let info = ModelInfo {
+            model: model.to_string(),
+            path: dir.display().to_string(),
+            fingerprint: fingerprint(&files)?,
+            dim,
+            vocab_size: config_vocab,
+            dtype: opts.dtype.clone(),
+            device: opts.device.clone(),
+            recipe: recipe.clone(),
+        };
+        Ok(Self {
+            info,
+            recipe,
+            tokenizer,
+            backbone,
+            eos_id,
+            pad_id,
+            vocab_size: config_vocab,
+            max_batch_tokens: opts.max_batch_tokens.max(1),
+        })
+    }
+
+    pub fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+    pub fn recipe(&self) -> &Recipe {
+        &self.recipe
+    }
+    pub fn dim(&self) -> usize {
+        self.info.dim
+    }
+    pub fn max_batch_tokens(&self) -> usize {
+        self.max_batch_tokens
+    }
+
+    /// Apply the template for `kind` and tokenise. Texts that are empty (or only whitespace) are
+    /// refused with their position, since an empty text has no meaningful vector.
+    pub fn tokenize(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Tokenized>> {
+        if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+            bail!("text #{} is empty", i + 1);
+        }
+        let inputs: Vec<String> = texts.iter().map(|t| self.recipe.format(t, kind)).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
+        let mut out = Vec::with_capacity(encodings.len());
+        for (i, enc) in encodings.into_iter().enumerate() {
+            let mut ids = enc.get_ids().to_vec();
+            if self.recipe.append_eos {
+                ids.push(self.eos_id.expect("checked at load"));
+            }
+            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+                bail!(
+                    "text #{}: token id {bad} is outside the model's vocabulary ({})",
+                    i + 1,
+                    self.vocab_size
+                );
+            }
+            if ids.is_empty() {
+                bail!("text #{} produced no tokens", i + 1);
+            }
+            out.push(Tokenized {
+                ids,
+                truncated: !enc.get_overflowing().is_empty(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Embed a batch of tokenised texts in one forward pass; vectors come back in batch order.
+    pub fn embed_batch(&self, batch: &[&Tokenized]) -> Result<Vec<Vec<f32>>> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = batch.len();
+        let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0);
+        let mut ids = vec![self.pad_id; n * len];
+        let mut mask = vec![0u8; n * len];
+        for (b, t) in batch.iter().enumerate() {
+            let offset = match self.recipe.padding_side {
+                PaddingSide::Right => 0,
+                PaddingSide::Left => len - t.ids.len(),
+            };
+            let row = b * len + offset;
+            ids[row..row + t.ids.len()].copy_from_slice(&t.ids);
+            mask[row..row + t.ids.len()].fill(1);
+        }
+        let hidden = match &self.backbone {
+            Backbone::Llama(m) => m.forward(&ids, &mask, n, len, self.recipe.attention)?,
+            Backbone::Bert(m) => m.forward(&ids, &mask, n, len)?,
+        };
+        let pooled = match self.recipe.pooling {
+            Pooling::Mean => pooling::mean_pool(&hidden, &mask, n, len)?,
+            Pooling::Last => pooling::last_token_pool(&hidden, &mask, n, len)?,
+            Pooling::Cls => pooling::first_token_pool(&hidden, &mask, n, len)?,
+        };
+        let pooled = if self.recipe.normalize {
+            pooling::l2_normalize(&pooled)?
+        } else {
+            pooled
+        };
+        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+    }
+
+    /// Tokenise, batch by length under the token budget, embed; results in input order.
+    pub fn encode(&self, texts: &[&str], kind: TextKind) -> Result<Encoded> {
+        let tokenized = self.tokenize(texts, kind)?;
+        self.encode_tokenized(&tokenized, |_, _| {})
+    }
+
+    /// Embed already tokenised texts; `progress(texts, tokens)` is called after each batch.
+    pub fn encode_tokenized(
+        &self,
+        tokenized: &[Tokenized],
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<Encoded> {
+        let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
+        let mut vectors = vec![Vec::new(); tokenized.len()];
+        for batch in plan_batches(&lengths, self.max_batch_tokens) {
+            let items: Vec<&Tokenized> = batch.iter().map(|&i| &tokenized[i]).collect();
+            let out = self.embed_batch(&items)?;
+            let tokens: usize = items.iter().map(|t| t.ids.len()).sum();
+            for (&i, v) in batch.iter().zip(out) {
+                vectors[i] = v;
+            }
+            progress(batch.len(), tokens);
+        }
+        Ok(Encoded {
+            vectors,
+            tokens: lengths.iter().sum(),
+            truncated: tokenized.iter().filter(|t| t.truncated).count(),
+        })
+    }
+}
+
+/// Token id of `eos`/`pad` from config.json, else from tokenizer_config.json's token string.
+fn special_token_id(
+    files: &ModelFiles,
+    config: &serde_json::Value,
+    tokenizer: &Tokenizer,
+    which: &str,
+) -> Option<u32> {
+    let from_config = config.get(format!("{which}_token_id")).and_then(|v| {
+        v.as_u64().or_else(|| {
+            v.as_array()
+                .and_then(|a| a.first())
+                .and_then(|x| x.as_u64())
+        })
+    });
+    if let Some(id) = from_config {
+        return Some(id as u32);
+    }
+    let tc = recipe::read_json(&files.optional("tokenizer_config.json")?).ok()?;
+    let token = tc.get(format!("{which}_token"))?;
+    let text = token
+        .as_str()
+        .or_else(|| token.get("content").and_then(|c| c.as_str()))?;
+    tokenizer.token_to_id(text)
+}
+
+/// A cheap identity for a checkpoint: config and tokenizer in full, plus each weight file's
+/// size, safetensors header and 16 evenly spaced 64 KiB samples. Hashing all 16 GB of an 8B
+/// model on every run would cost more than it protects.
+pub fn fingerprint(files: &ModelFiles) -> Result<String> {
+    let mut h = Sha256::new();
+    for p in [&files.config, &files.tokenizer] {
+        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    for p in &files.weights {
+        hash_sampled(&mut h, p)?;
+    }
+    Ok(format!("sha256:{:x}", h.finalize())[..23].to_string())
+}
+
+fn hash_sampled(h: &mut Sha256, path: &Path) -> Result<()> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f.metadata()?.len();
+    h.update(size.to_le_bytes());
+    let mut header_len = [0u8; 8];
+    f.read_exact(&mut header_len)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let header_len = u64::from_le_bytes(header_len).min(size);
+    let mut buf = vec![0u8; header_len.min(100 << 20) as usize];
+    f.read_exact(&mut buf)
+        .with_context(|| format!("{}: truncated safetensors header", path.display()))?;
+    h.update(&buf);
+    let mut chunk = vec![0u8; CHUNK as usize];
+    for i in 0..16u64 {
+        let at = size.saturating_sub(CHUNK) * i / 15;
+        f.seek(SeekFrom::Start(at))?;
+        let n = f.read(&mut chunk)?;
+        h.update(&chunk[..n]);
+    }
+    Ok(())
+}
+
+/// Cosine similarity of two vectors (for tests and diagnostics).
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    let dot: f32 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+    let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
+    let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
+    dot / (na * nb).max(1e-12)
+}

@@ -1,0 +1,7 @@
+//! exemplar: embed solved math problems, index them, and retrieve few-shot examples for a
+//! reasoning model. One module per pipeline stage; see README.md for the architecture.
+
+pub mod cli;
+pub mod corpus;
+pub mod encoder;
+pub mod output;
