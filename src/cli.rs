@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use crate::encoder::{
     Attention, Encoder, EncoderOptions, PaddingSide, Pooling, RecipeOverrides, TextKind,
-    DEFAULT_INSTRUCTION, DEFAULT_MAX_BATCH_TOKENS,
+    DEFAULT_INSTRUCTION,
 };
 use crate::output::write_atomically;
 
@@ -36,6 +36,55 @@ pub enum EmbedCommand {
     /// Show the recipe the model resolves to: architecture, dim, attention, pooling,
     /// normalisation, max length, templates, dtype and device.
     Info(InfoArgs),
+    /// Embed a corpus of solved problems into Parquet shards plus manifest.json: sharded,
+    /// parallel, resumable after a kill (re-run the same command).
+    Extract(ExtractArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Corpus file(s): .jsonl, .csv or .parquet, by extension. Repeat for several files.
+    #[arg(long, required = true)]
+    pub input: Vec<PathBuf>,
+    /// Output folder for shard-KKKKK-of-NNNNN.parquet and manifest.json
+    /// [default: embeddings/<first input's name>].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Number of shards; records are split by a hash of their id, the same on every machine.
+    #[arg(long, default_value_t = 8)]
+    pub shards: usize,
+    /// Run one shard only (a number, or `auto` to take it from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX); without it every shard runs here.
+    #[arg(long)]
+    pub shard_id: Option<String>,
+    /// Shards embedded at the same time, each with its own copy of the model; CPU threads are
+    /// divided between them.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Field holding the record id.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// Field embedded as the document text (ignored when --doc-template is given).
+    #[arg(long, default_value = "problem")]
+    pub text_field: String,
+    /// Build the embedded text from several fields, e.g. "{problem}\n{solution}".
+    #[arg(long)]
+    pub doc_template: Option<String>,
+    /// Commit finished rows every this many rows: a kill loses at most this much work.
+    #[arg(long, default_value_t = 10_000)]
+    pub checkpoint_rows: usize,
+    /// Set malformed records, empty texts and duplicate ids aside in rejected.jsonl instead of
+    /// stopping at the first one.
+    #[arg(long)]
+    pub skip_bad: bool,
+    /// Start over when --out holds a different job (otherwise refused, naming the field).
+    #[arg(long)]
+    pub force: bool,
+    /// Log lines instead of progress bars.
+    #[arg(long)]
+    pub quiet: bool,
 }
 
 /// Which model, where it runs, and how texts become vectors. Every recipe flag defaults to what
@@ -83,9 +132,10 @@ pub struct ModelArgs {
     /// vectors do not depend on it.
     #[arg(long, value_enum)]
     pub padding_side: Option<PaddingSide>,
-    /// Padded-token budget of one forward pass; texts are sorted by length and packed under it.
-    #[arg(long, default_value_t = DEFAULT_MAX_BATCH_TOKENS)]
-    pub max_batch_tokens: usize,
+    /// Padded-token budget of one forward pass; texts are sorted by length and packed under it
+    /// [default: 2048 on CPU, 16384 on GPU].
+    #[arg(long)]
+    pub max_batch_tokens: Option<usize>,
 }
 
 impl ModelArgs {
@@ -173,6 +223,7 @@ pub fn run(cli: EmbedCli) -> Result<()> {
     match cli.command {
         EmbedCommand::Encode(a) => encode(a),
         EmbedCommand::Info(a) => info(a),
+        EmbedCommand::Extract(a) => extract(a),
     }
 }
 
@@ -277,4 +328,63 @@ pub fn exit_on_error(result: Result<()>) {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+fn extract(args: ExtractArgs) -> Result<()> {
+    use crate::extract::{plan::TextSpec, ExtractConfig};
+    let out = match &args.out {
+        Some(o) => o.clone(),
+        None => {
+            let stem = args.input[0]
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "corpus".into());
+            PathBuf::from("embeddings").join(stem)
+        }
+    };
+    let shard_ids = match args.shard_id.as_deref() {
+        None => None,
+        Some("auto") => Some(vec![crate::extract::shard_id_from_env()?]),
+        Some(k) => Some(vec![k.parse().map_err(|_| {
+            anyhow::anyhow!("--shard-id {k:?}: expected a number or `auto`")
+        })?]),
+    };
+    let doc_template = match &args.doc_template {
+        Some(t) => t.replace("\\n", "\n"),
+        None => format!("{{{}}}", args.text_field),
+    };
+    let cfg = ExtractConfig {
+        inputs: args.input.clone(),
+        out: out.clone(),
+        model: args.model.model_spec()?,
+        encoder: args.model.options(),
+        text: TextSpec {
+            id_field: args.id_field.clone(),
+            doc_template,
+        },
+        shards: args.shards,
+        shard_ids,
+        workers: args.workers,
+        checkpoint_rows: args.checkpoint_rows,
+        skip_bad: args.skip_bad,
+        force: args.force,
+        quiet: args.quiet,
+    };
+    let s = crate::extract::run(&cfg)?;
+    let secs = s.seconds.max(1e-9);
+    eprintln!(
+        "extract: {} rows ({} embedded in this run), {} rejected, {}/{} shards complete, dim {}, \
+         {:.1} s, {:.1} texts/s, {:.0} tokens/s -> {}",
+        s.rows,
+        s.rows_embedded_now,
+        s.rejected,
+        s.shards_done,
+        s.shards,
+        s.dim,
+        s.seconds,
+        s.rows_embedded_now as f64 / secs,
+        s.tokens_now as f64 / secs,
+        out.display()
+    );
+    Ok(())
 }

@@ -108,3 +108,236 @@ pub fn read_id_text_jsonl(path: &Path) -> Result<Vec<(String, String)>> {
     }
     Ok(out)
 }
+
+/// One record read from an input file, or the reason it could not be read. `line` is the line
+/// number for JSON lines and CSV, the 1-based row number for Parquet.
+#[derive(Debug, Clone)]
+pub struct RawRecord {
+    pub file: std::sync::Arc<str>,
+    pub line: usize,
+    pub fields: std::result::Result<Map<String, Value>, String>,
+}
+
+impl RawRecord {
+    pub fn location(&self) -> String {
+        format!("{}:{}", self.file, self.line)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InputFormat {
+    Jsonl,
+    Csv,
+    Parquet,
+}
+
+pub fn input_format(path: &Path) -> Result<InputFormat> {
+    let name = path.to_string_lossy().to_lowercase();
+    if name.ends_with(".jsonl") || name.ends_with(".ndjson") || name.ends_with(".json") {
+        Ok(InputFormat::Jsonl)
+    } else if name.ends_with(".csv") {
+        Ok(InputFormat::Csv)
+    } else if name.ends_with(".parquet") {
+        Ok(InputFormat::Parquet)
+    } else {
+        bail!(
+            "{}: unknown input format (expected .jsonl, .csv or .parquet)",
+            path.display()
+        )
+    }
+}
+
+/// Stream the records of several files in order, never holding more than one Parquet batch.
+/// I/O errors (a file that cannot be opened or read) end the stream with an `Err`; a malformed
+/// record is an `Ok(RawRecord)` whose `fields` holds the reason, so the caller decides whether
+/// to stop or to skip it.
+pub fn stream_records(
+    paths: &[std::path::PathBuf],
+) -> impl Iterator<Item = Result<RawRecord>> + '_ {
+    paths.iter().flat_map(|p| match open_records(p) {
+        Ok(it) => it,
+        Err(e) => Box::new(std::iter::once(Err(e))),
+    })
+}
+
+type RecordIter = Box<dyn Iterator<Item = Result<RawRecord>> + Send>;
+
+fn open_records(path: &Path) -> Result<RecordIter> {
+    let file_name: std::sync::Arc<str> = path.display().to_string().into();
+    let open =
+        || std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()));
+    match input_format(path)? {
+        InputFormat::Jsonl => {
+            let mut reader = BufReader::new(open()?);
+            let mut line = 0usize;
+            let mut buf = Vec::new();
+            let path = path.to_path_buf();
+            Ok(Box::new(std::iter::from_fn(move || loop {
+                buf.clear();
+                match reader.read_until(b'\n', &mut buf) {
+                    Err(e) => {
+                        return Some(Err(anyhow::anyhow!("{}: read error: {e}", path.display())))
+                    }
+                    Ok(0) => return None,
+                    Ok(_) => {}
+                }
+                line += 1;
+                let fields = match parse_jsonl_line(&path, line, &buf) {
+                    Ok(None) => continue,
+                    Ok(Some(l)) => Ok(l.fields),
+                    Err(e) => Err(strip_location(&e.to_string())),
+                };
+                return Some(Ok(RawRecord {
+                    file: file_name.clone(),
+                    line,
+                    fields,
+                }));
+            })))
+        }
+        InputFormat::Csv => {
+            let mut reader = csv::ReaderBuilder::new()
+                .flexible(false)
+                .from_reader(open()?);
+            let headers: Vec<String> = reader
+                .headers()
+                .with_context(|| format!("{}:1: cannot read the CSV header", path.display()))?
+                .iter()
+                .map(str::to_owned)
+                .collect();
+            let mut records = reader.into_byte_records();
+            Ok(Box::new(std::iter::from_fn(move || {
+                let rec = records.next()?;
+                Some(Ok(match rec {
+                    Ok(r) => {
+                        let line = r.position().map(|p| p.line() as usize).unwrap_or(0);
+                        let mut fields = Map::new();
+                        let mut bad = None;
+                        for (h, v) in headers.iter().zip(r.iter()) {
+                            match std::str::from_utf8(v) {
+                                Ok(s) => {
+                                    fields.insert(h.clone(), Value::String(s.to_owned()));
+                                }
+                                Err(_) => bad = Some(format!("field {h:?} is not valid UTF-8")),
+                            }
+                        }
+                        RawRecord {
+                            file: file_name.clone(),
+                            line,
+                            fields: bad.map_or(Ok(fields), Err),
+                        }
+                    }
+                    Err(e) => {
+                        let line = e.position().map(|p| p.line() as usize).unwrap_or(0);
+                        RawRecord {
+                            file: file_name.clone(),
+                            line,
+                            fields: Err(format!("malformed CSV: {}", csv_reason(&e))),
+                        }
+                    }
+                }))
+            })))
+        }
+        InputFormat::Parquet => parquet_records(path, file_name),
+    }
+}
+
+fn csv_reason(e: &csv::Error) -> String {
+    match e.kind() {
+        csv::ErrorKind::UnequalLengths {
+            expected_len, len, ..
+        } => {
+            format!("{len} fields where the header has {expected_len}")
+        }
+        _ => e.to_string(),
+    }
+}
+
+/// `parse_jsonl_line` errors start with `file:line: `; the stream carries the location apart.
+fn strip_location(msg: &str) -> String {
+    match msg.split_once(": ") {
+        Some((loc, rest))
+            if loc
+                .rsplit(':')
+                .next()
+                .is_some_and(|n| n.parse::<usize>().is_ok()) =>
+        {
+            rest.to_string()
+        }
+        _ => msg.to_string(),
+    }
+}
+
+fn parquet_records(path: &Path, file_name: std::sync::Arc<str>) -> Result<RecordIter> {
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let file =
+        std::fs::File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?
+        .with_batch_size(1024)
+        .build()?;
+    let path = path.to_path_buf();
+    let mut row = 0usize;
+    let mut pending: std::collections::VecDeque<RawRecord> = Default::default();
+    let mut batches = reader;
+    Ok(Box::new(std::iter::from_fn(move || loop {
+        if let Some(r) = pending.pop_front() {
+            return Some(Ok(r));
+        }
+        let batch = match batches.next()? {
+            Ok(b) => b,
+            Err(e) => return Some(Err(anyhow::anyhow!("{}: {e}", path.display()))),
+        };
+        let schema = batch.schema();
+        for i in 0..batch.num_rows() {
+            row += 1;
+            let mut fields = Map::new();
+            for (f, col) in schema.fields().iter().zip(batch.columns()) {
+                fields.insert(f.name().clone(), arrow_value(col.as_ref(), i));
+            }
+            pending.push_back(RawRecord {
+                file: file_name.clone(),
+                line: row,
+                fields: Ok(fields),
+            });
+        }
+    })))
+}
+
+/// One cell of an Arrow column as JSON: strings, integers, floats and booleans natively,
+/// anything else in Arrow's own display form.
+fn arrow_value(col: &dyn arrow::array::Array, i: usize) -> Value {
+    use arrow::array::AsArray;
+    use arrow::datatypes::*;
+    if col.is_null(i) {
+        return Value::Null;
+    }
+    match col.data_type() {
+        DataType::Utf8 => Value::String(col.as_string::<i32>().value(i).to_owned()),
+        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(i).to_owned()),
+        DataType::Utf8View => Value::String(col.as_string_view().value(i).to_owned()),
+        DataType::Boolean => Value::Bool(col.as_boolean().value(i)),
+        DataType::Int8 => col.as_primitive::<Int8Type>().value(i).into(),
+        DataType::Int16 => col.as_primitive::<Int16Type>().value(i).into(),
+        DataType::Int32 => col.as_primitive::<Int32Type>().value(i).into(),
+        DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
+        DataType::UInt8 => col.as_primitive::<UInt8Type>().value(i).into(),
+        DataType::UInt16 => col.as_primitive::<UInt16Type>().value(i).into(),
+        DataType::UInt32 => col.as_primitive::<UInt32Type>().value(i).into(),
+        DataType::UInt64 => col.as_primitive::<UInt64Type>().value(i).into(),
+        DataType::Float32 => {
+            serde_json::Number::from_f64(col.as_primitive::<Float32Type>().value(i) as f64)
+                .map_or(Value::Null, Value::Number)
+        }
+        DataType::Float64 => {
+            serde_json::Number::from_f64(col.as_primitive::<Float64Type>().value(i))
+                .map_or(Value::Null, Value::Number)
+        }
+        _ => {
+            let opts = arrow::util::display::FormatOptions::default();
+            match arrow::util::display::ArrayFormatter::try_new(col, &opts) {
+                Ok(f) => Value::String(f.value(i).to_string()),
+                Err(_) => Value::Null,
+            }
+        }
+    }
+}

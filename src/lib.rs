@@ -4,4 +4,5 @@
 pub mod cli;
 pub mod corpus;
 pub mod encoder;
+pub mod extract;
 pub mod output;

@@ -129,7 +129,7 @@ fn batch_composition_and_budget_do_not_change_vectors() {
         .collect();
     let load = |budget| {
         let opts = EncoderOptions {
-            max_batch_tokens: budget,
+            max_batch_tokens: Some(budget),
             ..Default::default()
         };
         Encoder::load(tiny_llama().to_str().unwrap(), &opts).unwrap()
