@@ -5,4 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh
+# pyarrow reads our shards in a test, as a downstream user would.
+venv=${EXEMPLAR_CACHE:-.cache}/venv
+"$venv/bin/python" -c 'import pyarrow' 2>/dev/null \
+  || "$venv/bin/python" -m pip install -q --disable-pip-version-check pyarrow==26.0.1
 cargo nextest run --release --no-fail-fast "$@"
