@@ -39,6 +39,9 @@ pub enum EmbedCommand {
     /// Embed a corpus of solved problems into Parquet shards plus manifest.json: sharded,
     /// parallel, resumable after a kill (re-run the same command).
     Extract(ExtractArgs),
+    /// Build, query, evaluate and inspect HNSW indexes over extracted embeddings.
+    #[command(subcommand)]
+    Index(crate::index_cli::IndexCommand),
 }
 
 #[derive(Args, Debug)]
@@ -224,6 +227,7 @@ pub fn run(cli: EmbedCli) -> Result<()> {
         EmbedCommand::Encode(a) => encode(a),
         EmbedCommand::Info(a) => info(a),
         EmbedCommand::Extract(a) => extract(a),
+        EmbedCommand::Index(c) => crate::index_cli::run(c),
     }
 }
 

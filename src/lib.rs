@@ -5,4 +5,6 @@ pub mod cli;
 pub mod corpus;
 pub mod encoder;
 pub mod extract;
+pub mod index;
+pub mod index_cli;
 pub mod output;

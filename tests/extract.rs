@@ -403,11 +403,25 @@ fn shards_open_in_pyarrow_with_the_documented_schema() {
     let input = corpus(tmp.path(), 120);
     let out = tmp.path().join("emb");
     run_ok(extract_cmd(&input, &out, &["--shards", "3"]));
-    let cache = std::env::var("EXEMPLAR_CACHE").map(PathBuf::from).unwrap_or_else(|_| repo().join(".cache"));
+    let cache = std::env::var("EXEMPLAR_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| repo().join(".cache"));
     let python = cache.join("venv/bin/python");
-    assert!(python.is_file(), "{} missing: run scripts/test.sh", python.display());
-    let o = Command::new(python).arg(repo().join("scripts/check_shards.py")).arg(&out).output().unwrap();
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/test.sh",
+        python.display()
+    );
+    let o = Command::new(python)
+        .arg(repo().join("scripts/check_shards.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
     let stdout = String::from_utf8_lossy(&o.stdout);
-    assert!(o.status.success(), "{stdout}{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(stdout.contains("3 shards, 120 rows, dim 64"), "{stdout}");
 }

@@ -194,7 +194,12 @@ pub fn resolve_recipe(
         append_eos: false,
         max_length,
         document_template: st_document.unwrap_or_else(|| DEFAULT_DOCUMENT_TEMPLATE.to_string()),
-        query_template: st_query.unwrap_or_else(|| DEFAULT_QUERY_TEMPLATE.to_string()),
+        // Decoder embedders are trained with an instruction on the query side; BERT-family
+        // sentence encoders (without prompts of their own) embed queries as plain text.
+        query_template: st_query.unwrap_or_else(|| match architecture {
+            Architecture::Llama => DEFAULT_QUERY_TEMPLATE.to_string(),
+            Architecture::Bert => DEFAULT_DOCUMENT_TEMPLATE.to_string(),
+        }),
         instruction: DEFAULT_INSTRUCTION.to_string(),
         // The reference usage of decoder embedders pads on the left; BERT's absolute positions
         // need right padding.

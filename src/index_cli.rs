@@ -1,0 +1,297 @@
+//! `embed index build|query|eval|info`: argument structs and glue to the `index` module.
+
+use anyhow::{bail, Result};
+use clap::{Args, Subcommand};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::encoder::TextKind;
+use crate::index::{self, BuildOptions, Index};
+
+#[derive(Subcommand, Debug)]
+pub enum IndexCommand {
+    /// Build an HNSW index from `embed extract` shards (written atomically).
+    Build(BuildArgs),
+    /// Embed query texts with the index's own model and recipe and print their neighbours.
+    Query(QueryArgs),
+    /// Recall@k of the HNSW search against exact search, and queries/s, at several ef.
+    Eval(EvalArgs),
+    /// Manifest, counts, sizes and parameters of an index.
+    Info(InfoArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct BuildArgs {
+    /// Output folder of `embed extract` (manifest.json + shard-*.parquet).
+    #[arg(long)]
+    pub embeddings: PathBuf,
+    /// Index folder to create, e.g. indexes/math.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Graph degree (links per node per layer; twice that on the bottom layer).
+    #[arg(long, default_value_t = index::DEFAULT_M)]
+    pub m: usize,
+    /// Candidate list size while building: higher builds slower and finds better links.
+    #[arg(long, default_value_t = index::DEFAULT_EF_CONSTRUCTION)]
+    pub ef_construction: usize,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct QueryArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// One query text.
+    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    pub text: Option<String>,
+    /// JSON-lines file of {"id", "text"} queries.
+    #[arg(long)]
+    pub input: Option<PathBuf>,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 4)]
+    pub k: usize,
+    /// Candidate list size of the graph search (higher: better recall, slower).
+    #[arg(long, default_value_t = index::DEFAULT_EF)]
+    pub ef: usize,
+    /// Search by a full scan (exact). Chosen automatically below 5,000 vectors.
+    #[arg(long, conflicts_with = "hnsw")]
+    pub exact: bool,
+    /// Search through the graph even for a small index.
+    #[arg(long)]
+    pub hnsw: bool,
+    /// Only return records whose field equals the value, e.g. `source=math`.
+    #[arg(long, value_name = "FIELD=VALUE")]
+    pub filter: Option<String>,
+    /// Model folder, when it moved since the index was built (must be the same weights).
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Whole records as JSON lines instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Stored vectors used as queries (spread evenly over the index).
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    #[arg(long, default_value_t = 10)]
+    pub k: usize,
+    /// Comma-separated ef values to try.
+    #[arg(long, default_value = "16,32,64,128,256,512", value_delimiter = ',')]
+    pub ef: Vec<usize>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(cmd: IndexCommand) -> Result<()> {
+    match cmd {
+        IndexCommand::Build(a) => build(a),
+        IndexCommand::Query(a) => query(a),
+        IndexCommand::Eval(a) => eval(a),
+        IndexCommand::Info(a) => info(a),
+    }
+}
+
+fn build(a: BuildArgs) -> Result<()> {
+    let opts = BuildOptions {
+        m: a.m,
+        ef_construction: a.ef_construction,
+        quiet: a.quiet,
+    };
+    let m = index::build(&a.embeddings, &a.out, &opts)?;
+    let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
+    eprintln!(
+        "index: {} vectors x {} in {:.1} s ({:.0} vectors/s), M={}, ef_construction={}, {:.1} MB -> {}",
+        m.count,
+        m.dim,
+        m.build_seconds,
+        m.count as f64 / m.build_seconds.max(1e-9),
+        m.params.m,
+        m.params.ef_construction,
+        bytes as f64 / 1e6,
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// One-line preview of a record for the table.
+fn snippet(record: &serde_json::Map<String, serde_json::Value>, width: usize) -> String {
+    let text = ["problem", "text", "question"]
+        .iter()
+        .find_map(|f| record.get(*f).and_then(|v| v.as_str()))
+        .unwrap_or("");
+    let flat: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > width {
+        format!("{}...", flat.chars().take(width).collect::<String>())
+    } else {
+        flat
+    }
+}
+
+fn query(a: QueryArgs) -> Result<()> {
+    let idx = Index::load(&a.index)?;
+    let queries: Vec<(String, String)> = match (&a.text, &a.input) {
+        (Some(t), _) => vec![("query".into(), t.clone())],
+        (None, Some(p)) => crate::corpus::read_id_text_jsonl(p)?,
+        (None, None) => bail!("give --text or --input"),
+    };
+    let encoder = index::query_encoder(&idx.manifest, a.model.as_deref(), &a.device)?;
+    let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
+    let vectors = encoder.encode(&texts, TextKind::Query)?.vectors;
+    let records = idx.records()?;
+    let allowed = match &a.filter {
+        Some(f) => {
+            let (field, value) = f
+                .split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("--filter {f:?}: expected FIELD=VALUE"))?;
+            Some(index::filter_rows(&records, field, value)?)
+        }
+        None => None,
+    };
+    let exact = a.exact || (!a.hnsw && idx.len() < index::EXACT_BELOW);
+    if exact && !a.exact {
+        eprintln!("{} vectors: searching exactly (full scan)", idx.len());
+    }
+    let mut out = std::io::stdout().lock();
+    for ((qid, qtext), v) in queries.iter().zip(&vectors) {
+        let hits = if exact {
+            idx.search_exact(v, a.k, allowed.as_ref())
+        } else {
+            idx.search(v, a.k, a.ef, allowed.as_ref())
+        };
+        if a.json {
+            let results: Vec<serde_json::Value> = hits
+                .iter()
+                .enumerate()
+                .map(|(i, h)| serde_json::json!({"rank": i + 1, "id": records[h.row]["id"], "score": h.score, "record": records[h.row]}))
+                .collect();
+            let line = serde_json::json!({"query_id": qid, "query": qtext, "method": if exact {"exact"} else {"hnsw"}, "results": results});
+            writeln!(out, "{line}")?;
+        } else {
+            writeln!(
+                out,
+                "query {qid}: {}",
+                snippet(
+                    &serde_json::Map::from_iter([(
+                        "text".to_string(),
+                        serde_json::Value::String(qtext.clone())
+                    )]),
+                    100
+                )
+            )?;
+            for (i, h) in hits.iter().enumerate() {
+                let id = records[h.row]["id"].as_str().unwrap_or("?");
+                writeln!(
+                    out,
+                    "  {:>2}  {:.4}  {:<36} {}",
+                    i + 1,
+                    h.score,
+                    id,
+                    snippet(&records[h.row], 70)
+                )?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    let idx = Index::load(&a.index)?;
+    let rows = index::evaluate(&idx, a.queries, a.k, &a.ef);
+    let recommended = rows.iter().find(|r| r.recall >= 0.99).map(|r| r.ef);
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"k": a.k, "queries": a.queries.min(idx.len()), "rows": rows, "recommended_ef": recommended})
+        );
+        return Ok(());
+    }
+    println!(
+        "recall@{} of HNSW vs exact search, {} stored vectors as queries (self excluded), 1 thread",
+        a.k,
+        a.queries.min(idx.len())
+    );
+    println!("{:>6} {:>10} {:>12}", "ef", "recall", "queries/s");
+    for r in &rows {
+        println!("{:>6} {:>10.4} {:>12.0}", r.ef, r.recall, r.qps);
+    }
+    match recommended {
+        Some(ef) => println!("smallest ef reaching recall 0.99: {ef}"),
+        None => println!(
+            "no ef tried reaches recall 0.99; try larger --ef values or rebuild with a larger --m"
+        ),
+    }
+    Ok(())
+}
+
+fn dir_size(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn info(a: InfoArgs) -> Result<()> {
+    let m = index::read_manifest(&a.index)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&m)?);
+        return Ok(());
+    }
+    let start = Instant::now();
+    let loaded = Index::load(&a.index).map(|_| ());
+    println!("index:            {}", a.index.display());
+    println!("vectors:          {} x {}", m.count, m.dim);
+    println!(
+        "model:            {} ({})",
+        m.embeddings.model, m.embeddings.model_fingerprint
+    );
+    println!(
+        "recipe:           {:?} attention, {:?} pooling, max length {}",
+        m.embeddings.recipe.attention, m.embeddings.recipe.pooling, m.embeddings.recipe.max_length
+    );
+    println!(
+        "source:           {} ({} inputs, {} shards)",
+        m.source,
+        m.embeddings.inputs.len(),
+        m.embeddings.shards
+    );
+    println!(
+        "parameters:       M={}, ef_construction={}, default ef={}",
+        m.params.m, m.params.ef_construction, m.params.default_ef
+    );
+    println!("build time:       {:.1} s", m.build_seconds);
+    for (name, f) in &m.files {
+        println!("  {name:<18} {:>12} bytes", f.bytes);
+    }
+    println!(
+        "size on disk:     {:.1} MB",
+        dir_size(&a.index) as f64 / 1e6
+    );
+    match loaded {
+        Ok(()) => println!(
+            "verified:         all files match the manifest (load {:.2} s)",
+            start.elapsed().as_secs_f64()
+        ),
+        Err(e) => println!("verified:         NO: {e:#}"),
+    }
+    Ok(())
+}
