@@ -42,6 +42,8 @@ pub enum EmbedCommand {
     /// Build, query, evaluate and inspect HNSW indexes over extracted embeddings.
     #[command(subcommand)]
     Index(crate::index_cli::IndexCommand),
+    /// Draw a 2D or 3D map (PCA or UMAP-style) of an extraction or an index to PNG/SVG.
+    Plot(crate::plot::cli::PlotArgs),
 }
 
 #[derive(Args, Debug)]
@@ -228,6 +230,7 @@ pub fn run(cli: EmbedCli) -> Result<()> {
         EmbedCommand::Info(a) => info(a),
         EmbedCommand::Extract(a) => extract(a),
         EmbedCommand::Index(c) => crate::index_cli::run(c),
+        EmbedCommand::Plot(a) => crate::plot::cli::run(a),
     }
 }
 

@@ -8,3 +8,5 @@ pub mod extract;
 pub mod index;
 pub mod index_cli;
 pub mod output;
+pub mod plot;
+pub mod solve;

@@ -1,0 +1,205 @@
+//! Command line of the `solve` binary.
+
+use anyhow::{bail, Result};
+use clap::Parser;
+use std::path::PathBuf;
+
+use super::client::{Client, Sampling};
+use super::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
+use super::{parse_duration, SolveConfig};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "solve",
+    version,
+    about = "Solve math problems with a reasoning model behind an OpenAI-compatible server, \
+             grounded by retrieved solved problems",
+    long_about = "For each problem: retrieve the k nearest solved problems from an exemplar index, \
+                  put them in front of the model as few-shot examples, sample N completions, \
+                  extract the integer in the last \\boxed{}, vote, and write submission.csv \
+                  (id,answer) plus traces.jsonl. Re-running with the same --out resumes."
+)]
+pub struct SolveArgs {
+    /// Problems: .csv, .jsonl or .parquet with `id` and `problem` (an `answer` column enables --eval).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// Index built by `embed index build` (needed unless --rag k=0).
+    #[arg(long)]
+    pub index: Option<PathBuf>,
+    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context]`; k=0 is the
+    /// no-retrieval control. exclude-above drops near-duplicates of the problem itself.
+    #[arg(long, default_value = "k=4")]
+    pub rag: RagSpec,
+    /// Also run this retrieval setting (e.g. k=0) on the same problems and budget, for --eval.
+    #[arg(long)]
+    pub compare_rag: Option<RagSpec>,
+    /// OpenAI-compatible base URL. Default: $EXEMPLAR_ENDPOINT, else http://127.0.0.1:8000/v1.
+    #[arg(long)]
+    pub endpoint: Option<String>,
+    /// Model name the server serves.
+    #[arg(long, default_value = "nvidia/Llama-3_3-Nemotron-Super-49B-v1")]
+    pub model: String,
+    /// Bearer token (default: $OPENAI_API_KEY). Never written to traces or logs.
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// Submission CSV (id,answer).
+    #[arg(long, default_value = "submission.csv")]
+    pub out: PathBuf,
+    /// Traces, one JSON line per problem [default: traces.jsonl beside --out].
+    #[arg(long)]
+    pub traces: Option<PathBuf>,
+    /// System prompt; the model's reasoning switch ("/think" for Nemotron v1.5).
+    #[arg(long, default_value = DEFAULT_SYSTEM)]
+    pub system: String,
+    /// Send no system message at all.
+    #[arg(long)]
+    pub no_system: bool,
+    /// File with the user-turn template; {problem} is replaced by the problem.
+    #[arg(long)]
+    pub prompt_template: Option<PathBuf>,
+    #[arg(long, default_value_t = 0.6)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f64,
+    #[arg(long, default_value_t = 16384)]
+    pub max_tokens: usize,
+    /// Completions per problem (self-consistency voting).
+    #[arg(long, default_value_t = 8)]
+    pub samples: usize,
+    /// Requests in flight at once (the server batches them).
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+    /// Stop sampling once the leading answer holds this share of the planned samples
+    /// (0 = only when it can no longer be overtaken).
+    #[arg(long, default_value_t = 0.0)]
+    pub agreement: f64,
+    /// Valid answers, inclusive, as MIN..MAX.
+    #[arg(long, default_value = "0..99999")]
+    pub answer_range: String,
+    /// Answer written when no sample gave a valid one (recorded as a fallback).
+    #[arg(long, default_value_t = 0)]
+    pub fallback: u64,
+    /// Total time for all problems, e.g. 5h or 90m; unused time moves to later problems.
+    #[arg(long)]
+    pub time_budget: Option<String>,
+    /// Upper bound on one HTTP request.
+    #[arg(long, default_value = "30m")]
+    pub request_timeout: String,
+    /// Retries per sample on connection errors, timeouts, 429/5xx, malformed or empty replies.
+    #[arg(long, default_value_t = 4)]
+    pub retries: usize,
+    /// First backoff between retries (doubles each time, with jitter).
+    #[arg(long, default_value = "0.5")]
+    pub backoff: String,
+    /// Send nothing; write the messages that would be sent to the traces.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print accuracy, per-source accuracy and vote margins (needs an answer column).
+    #[arg(long)]
+    pub eval: bool,
+    /// Start the server with this shell command and stop it on exit, e.g.
+    /// "vllm serve nvidia/Llama-3_3-Nemotron-Super-49B-v1 --quantization fp8".
+    #[arg(long)]
+    pub launch: Option<String>,
+    /// How long to wait for a launched server to answer.
+    #[arg(long, default_value = "30m")]
+    pub launch_timeout: String,
+    /// Embedding model folder, if it moved since the index was built.
+    #[arg(long)]
+    pub embed_model: Option<String>,
+    /// Device for query embedding.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u64>> {
+    let (a, b) = s
+        .split_once("..")
+        .ok_or_else(|| anyhow::anyhow!("--answer-range {s:?}: expected MIN..MAX"))?;
+    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().trim_start_matches('=').parse()?);
+    if a > b {
+        bail!("--answer-range {s:?}: MIN is above MAX");
+    }
+    Ok(a..=b)
+}
+
+pub fn run(a: SolveArgs) -> Result<()> {
+    let endpoint = a
+        .endpoint
+        .clone()
+        .or_else(|| std::env::var("EXEMPLAR_ENDPOINT").ok())
+        .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into());
+    let api_key = a
+        .api_key
+        .clone()
+        .or_else(|| std::env::var("OPENAI_API_KEY").ok());
+    let user_template = match &a.prompt_template {
+        Some(p) => {
+            let t =
+                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+            if !t.contains("{problem}") {
+                bail!(
+                    "{}: the template has no {{problem}} placeholder",
+                    p.display()
+                );
+            }
+            t
+        }
+        None => DEFAULT_USER_TEMPLATE.to_string(),
+    };
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let traces = a
+        .traces
+        .clone()
+        .unwrap_or_else(|| a.out.with_file_name("traces.jsonl"));
+    let cfg = SolveConfig {
+        input: a.input.clone(),
+        index: a.index.clone(),
+        rag: a.rag.clone(),
+        compare_rag: a.compare_rag.clone(),
+        endpoint: endpoint.clone(),
+        model: a.model.clone(),
+        api_key: api_key.clone(),
+        out: a.out.clone(),
+        traces,
+        system: (!a.no_system).then(|| a.system.clone()),
+        user_template,
+        sampling: Sampling {
+            temperature: a.temperature,
+            top_p: a.top_p,
+            max_tokens: a.max_tokens,
+        },
+        samples: a.samples,
+        concurrency: a.concurrency,
+        agreement: a.agreement,
+        answer_range: parse_range(&a.answer_range)?,
+        fallback: a.fallback,
+        time_budget: a.time_budget.as_deref().map(parse_duration).transpose()?,
+        request_timeout: parse_duration(&a.request_timeout)?,
+        retries: a.retries,
+        backoff: parse_duration(&a.backoff)?,
+        dry_run: a.dry_run,
+        eval: a.eval,
+        embed_model: a.embed_model.clone(),
+        device: a.device.clone(),
+        quiet: a.quiet,
+    };
+    let _server = match (&a.launch, a.dry_run) {
+        (Some(cmd), false) => {
+            let client = Client::new(&endpoint, &a.model, api_key);
+            let log = a.out.with_file_name("server.log");
+            Some(super::launch::launch(
+                cmd,
+                &log,
+                &client,
+                parse_duration(&a.launch_timeout)?,
+            )?)
+        }
+        _ => None,
+    };
+    super::run(&cfg)
+}

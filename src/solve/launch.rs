@@ -1,0 +1,99 @@
+//! `--launch "CMD"`: start the model server ourselves, wait until it answers, stream its log to
+//! a file, and stop it on exit, including on Ctrl-C.
+
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::client::Client;
+
+/// The launched server, reachable from the Ctrl-C handler.
+static SERVER: Mutex<Option<Child>> = Mutex::new(None);
+
+/// Stops the server when dropped (normal exit, error, or panic unwinding).
+pub struct ServerGuard;
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        stop_server();
+    }
+}
+
+fn stop_server() {
+    if let Ok(mut slot) = SERVER.lock() {
+        if let Some(mut child) = slot.take() {
+            // The whole process group: servers such as vLLM spawn workers of their own.
+            let _ = Command::new("kill")
+                .args(["-TERM", &format!("-{}", child.id())])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while Instant::now() < deadline {
+                if matches!(child.try_wait(), Ok(Some(_))) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            let _ = Command::new("kill")
+                .args(["-KILL", &format!("-{}", child.id())])
+                .status();
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Start `cmd` through `sh -c` in its own process group, logging to `log`, and wait until
+/// `client` reports the server healthy (or `timeout` passes, or the server exits).
+pub fn launch(cmd: &str, log: &Path, client: &Client, timeout: Duration) -> Result<ServerGuard> {
+    use std::os::unix::process::CommandExt;
+    let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+    let child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .stdin(Stdio::null())
+        .stdout(file.try_clone()?)
+        .stderr(file)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let pid = child.id();
+    *SERVER.lock().unwrap() = Some(child);
+    let guard = ServerGuard;
+    let _ = ctrlc::set_handler(|| {
+        stop_server();
+        std::process::exit(130);
+    });
+    eprintln!(
+        "launched server (pid {pid}), log -> {}; waiting for {}/models",
+        log.display(),
+        client.endpoint()
+    );
+    let start = Instant::now();
+    loop {
+        if client.healthy() {
+            eprintln!("server ready after {:.0} s", start.elapsed().as_secs_f64());
+            return Ok(guard);
+        }
+        if let Some(status) = SERVER
+            .lock()
+            .unwrap()
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+        {
+            bail!(
+                "the server exited ({status}) before it was ready; see {}",
+                log.display()
+            );
+        }
+        if start.elapsed() > timeout {
+            bail!(
+                "the server was not ready after {:.0} s; see {}",
+                timeout.as_secs_f64(),
+                log.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

@@ -1,0 +1,189 @@
+//! Turning a problem and its retrieved neighbours into chat messages.
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+
+use super::client::Message;
+
+pub const DEFAULT_SYSTEM: &str = "detailed thinking on";
+pub const DEFAULT_USER_TEMPLATE: &str =
+    "{problem}\n\nSolve the problem. The final answer is a non-negative integer; \
+     put it inside \\boxed{}.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RagFormat {
+    /// Each neighbour as a user turn (its problem) and an assistant turn (its solution).
+    Chat,
+    /// All neighbours as one block of reference problems inside the user message.
+    Context,
+}
+
+/// `--rag k=4,min-score=0.3,exclude-above=0.98,format=chat`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RagSpec {
+    pub k: usize,
+    pub min_score: Option<f32>,
+    pub exclude_above: Option<f32>,
+    pub format: RagFormat,
+}
+
+impl std::str::FromStr for RagSpec {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        let mut spec = RagSpec {
+            k: 4,
+            min_score: None,
+            exclude_above: None,
+            format: RagFormat::Chat,
+        };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (key, value) = part
+                .split_once('=')
+                .with_context(|| format!("--rag {s:?}: expected key=value, got {part:?}"))?;
+            let number = |v: &str| -> Result<f32> {
+                v.parse()
+                    .with_context(|| format!("--rag {key}={v:?}: not a number"))
+            };
+            match key {
+                "k" => {
+                    spec.k = value
+                        .parse()
+                        .with_context(|| format!("--rag k={value:?}: not a count"))?
+                }
+                "min-score" => spec.min_score = Some(number(value)?),
+                "exclude-above" => spec.exclude_above = Some(number(value)?),
+                "format" => {
+                    spec.format = match value {
+                        "chat" => RagFormat::Chat,
+                        "context" => RagFormat::Context,
+                        other => bail!("--rag format={other:?}: expected chat or context"),
+                    }
+                }
+                other => bail!(
+                    "--rag: unknown key {other:?} (keys: k, min-score, exclude-above, format)"
+                ),
+            }
+        }
+        Ok(spec)
+    }
+}
+
+/// A retrieved solved problem, as it goes into the prompt and the trace.
+#[derive(Debug, Clone, Serialize)]
+pub struct Example {
+    pub id: String,
+    pub score: f32,
+    pub problem: String,
+    pub solution: String,
+}
+
+impl Example {
+    /// The solution, ending with its `\boxed{answer}` so the model sees the expected form.
+    pub fn solution_with_box(&self, answer: Option<&str>) -> String {
+        let s = self.solution.trim();
+        if s.contains("\\boxed") {
+            return s.to_string();
+        }
+        match answer.filter(|a| !a.is_empty()) {
+            Some(a) => format!("{s}\n\nThe final answer is $\\boxed{{{a}}}$."),
+            None => s.to_string(),
+        }
+    }
+}
+
+pub struct PromptBuilder {
+    pub system: Option<String>,
+    pub user_template: String,
+    pub format: RagFormat,
+}
+
+impl PromptBuilder {
+    pub fn user_turn(&self, problem: &str) -> String {
+        self.user_template.replace("{problem}", problem.trim())
+    }
+
+    pub fn messages(&self, problem: &str, examples: &[Example]) -> Vec<Message> {
+        let mut out = Vec::new();
+        if let Some(s) = &self.system {
+            out.push(Message::new("system", s.clone()));
+        }
+        match self.format {
+            RagFormat::Chat => {
+                for e in examples {
+                    out.push(Message::new("user", self.user_turn(&e.problem)));
+                    out.push(Message::new("assistant", e.solution.clone()));
+                }
+                out.push(Message::new("user", self.user_turn(problem)));
+            }
+            RagFormat::Context => {
+                let mut text = String::new();
+                if !examples.is_empty() {
+                    text.push_str(
+                        "Here are solved problems similar to the one you must solve.\n\n",
+                    );
+                    for (i, e) in examples.iter().enumerate() {
+                        text.push_str(&format!(
+                            "### Example {}\nProblem: {}\nSolution: {}\n\n",
+                            i + 1,
+                            e.problem.trim(),
+                            e.solution.trim()
+                        ));
+                    }
+                    text.push_str("### Your problem\n");
+                }
+                text.push_str(&self.user_turn(problem));
+                out.push(Message::new("user", text));
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rag_spec_parses_and_rejects() {
+        let s: RagSpec = "k=4".parse().unwrap();
+        assert_eq!((s.k, s.format), (4, RagFormat::Chat));
+        let s: RagSpec = "k=2,min-score=0.3,exclude-above=0.98,format=context"
+            .parse()
+            .unwrap();
+        assert_eq!(s.min_score, Some(0.3));
+        assert_eq!(s.exclude_above, Some(0.98));
+        assert_eq!(s.format, RagFormat::Context);
+        assert_eq!("k=0".parse::<RagSpec>().unwrap().k, 0);
+        assert!("k=four"
+            .parse::<RagSpec>()
+            .unwrap_err()
+            .to_string()
+            .contains("k=\"four\""));
+        assert!("depth=3"
+            .parse::<RagSpec>()
+            .unwrap_err()
+            .to_string()
+            .contains("unknown key"));
+    }
+
+    #[test]
+    fn chat_format_alternates_example_turns() {
+        let b = PromptBuilder {
+            system: Some(DEFAULT_SYSTEM.into()),
+            user_template: DEFAULT_USER_TEMPLATE.into(),
+            format: RagFormat::Chat,
+        };
+        let ex = Example {
+            id: "a".into(),
+            score: 0.9,
+            problem: "1+1?".into(),
+            solution: "It is \\boxed{2}.".into(),
+        };
+        let m = b.messages("2+2?", &[ex]);
+        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, vec!["system", "user", "assistant", "user"]);
+        assert!(m[3].content.starts_with("2+2?"));
+        assert!(m[2].content.ends_with("\\boxed{2}."));
+    }
+}

@@ -1,0 +1,158 @@
+//! A scripted OpenAI-compatible server on 127.0.0.1 for the solve tests.
+//!
+//! Written on std's TcpListener rather than axum/wiremock because the tests need to misbehave at
+//! the socket level (drop a connection mid-request, send a truncated body), which a framework
+//! hides. One thread per connection, `Connection: close` on every reply.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpListener;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: serde_json::Value,
+}
+
+impl Request {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    /// Text of the last user message.
+    pub fn last_user(&self) -> String {
+        self.body["messages"]
+            .as_array()
+            .and_then(|m| m.iter().rev().find(|m| m["role"] == "user"))
+            .and_then(|m| m["content"].as_str())
+            .unwrap_or("")
+            .to_string()
+    }
+}
+
+pub enum Reply {
+    /// A chat completion whose message content is this text.
+    Completion(String),
+    Status(u16, String),
+    Raw(String),
+    /// Close the connection without answering.
+    Drop,
+    Delay(Duration, Box<Reply>),
+}
+
+pub struct MockServer {
+    pub url: String,
+    pub requests: Arc<Mutex<Vec<Request>>>,
+}
+
+impl MockServer {
+    pub fn start(script: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/v1", listener.local_addr().unwrap());
+        let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let script = Arc::new(script);
+        let log = requests.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let (log, script) = (log.clone(), script.clone());
+                std::thread::spawn(move || {
+                    let Some(req) = read_request(&mut stream) else {
+                        return;
+                    };
+                    let n = {
+                        let mut l = log.lock().unwrap();
+                        l.push(req.clone());
+                        l.len() - 1
+                    };
+                    let reply = if req.method == "GET" {
+                        Reply::Raw(r#"{"data":[]}"#.into())
+                    } else {
+                        script(&req, n)
+                    };
+                    respond(&mut stream, reply);
+                });
+            }
+        });
+        Self { url, requests }
+    }
+
+    pub fn chat_requests(&self) -> Vec<Request> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.method == "POST")
+            .cloned()
+            .collect()
+    }
+}
+
+fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_string();
+    let path = parts.next()?.to_string();
+    let mut headers = Vec::new();
+    let mut length = 0;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (k, v) = h.split_once(':')?;
+        if k.eq_ignore_ascii_case("content-length") {
+            length = v.trim().parse().ok()?;
+        }
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let mut body = vec![0u8; length];
+    reader.read_exact(&mut body).ok()?;
+    let body = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
+    Some(Request {
+        method,
+        path,
+        headers,
+        body,
+    })
+}
+
+fn respond(stream: &mut std::net::TcpStream, reply: Reply) {
+    let (status, body) = match reply {
+        Reply::Delay(d, inner) => {
+            std::thread::sleep(d);
+            return respond(stream, *inner);
+        }
+        Reply::Drop => {
+            let _ = stream.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        Reply::Completion(text) => (
+            200,
+            serde_json::json!({
+                "id": "cmpl-test", "object": "chat.completion",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120}
+            })
+            .to_string(),
+        ),
+        Reply::Status(code, body) => (code, body),
+        Reply::Raw(body) => (200, body),
+    };
+    let head = format!(
+        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body.as_bytes());
+    let _ = stream.flush();
+}

@@ -1,0 +1,456 @@
+//! `solve` against a scripted OpenAI-compatible server on 127.0.0.1.
+
+mod common;
+
+use common::server::{MockServer, Reply};
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+const KEY: &str = "sk-test-secret-4711";
+
+/// A small index of sample problems embedded with the tiny fixture model.
+fn build_index(dir: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
+    let corpus = dir.join("corpus.jsonl");
+    std::fs::write(
+        &corpus,
+        text.lines().take(120).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
+    let emb = dir.join("emb");
+    let idx = dir.join("index");
+    for args in [
+        vec![
+            "extract",
+            "--model",
+            tiny_llama().to_str().unwrap(),
+            "--input",
+            corpus.to_str().unwrap(),
+            "--out",
+            emb.to_str().unwrap(),
+            "--shards",
+            "1",
+            "--quiet",
+        ],
+        vec![
+            "index",
+            "build",
+            "--embeddings",
+            emb.to_str().unwrap(),
+            "--out",
+            idx.to_str().unwrap(),
+            "--quiet",
+        ],
+    ] {
+        let o = Command::new(embed_bin()).args(&args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    idx
+}
+
+/// Problems "p1".."pN" whose expected answers are 11, 22, 33, ...
+fn problems(dir: &Path, n: usize) -> PathBuf {
+    let path = dir.join("test.jsonl");
+    let lines: Vec<String> = (1..=n)
+        .map(|i| serde_json::json!({"id": format!("p{i}"), "problem": format!("Problem number {i}: what is {i} times eleven?"), "answer": (11 * i).to_string(), "source": "unit"}).to_string())
+        .collect();
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+/// The right answer for the problem in a request.
+fn right_answer(user: &str) -> u64 {
+    let n: u64 = user
+        .split("Problem number ")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    11 * n
+}
+
+fn solve(dir: &Path, server: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_solve"))
+        .args(["--endpoint", server, "--out"])
+        .arg(dir.join("out/submission.csv"))
+        .args(["--quiet", "--backoff", "0.01"])
+        .args(extra)
+        .env("OPENAI_API_KEY", KEY)
+        .env_remove("EXEMPLAR_ENDPOINT")
+        .output()
+        .unwrap()
+}
+
+fn traces(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("out/traces.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn submission(dir: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(dir.join("out/submission.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (id, a) = l.split_once(',').unwrap();
+            (id.to_string(), a.parse().unwrap())
+        })
+        .collect()
+}
+
+fn ok(o: &Output) -> String {
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "solve failed: {err}");
+    err + &String::from_utf8_lossy(&o.stdout)
+}
+
+#[test]
+fn rag_run_sends_what_the_model_needs_and_writes_submission_and_traces() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = build_index(tmp.path());
+    let input = problems(tmp.path(), 3);
+    let server = MockServer::start(|req, _| {
+        Reply::Completion(format!(
+            "<think>hmm \\boxed{{1}}</think>So the answer is \\boxed{{{}}}.",
+            right_answer(&req.last_user())
+        ))
+    });
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--index",
+            idx.to_str().unwrap(),
+            "--rag",
+            "k=4",
+            "--samples",
+            "2",
+            "--max-tokens",
+            "1234",
+            "--eval",
+        ],
+    );
+    let log = ok(&o);
+
+    let reqs = server.chat_requests();
+    assert_eq!(reqs.len(), 6, "3 problems x 2 samples");
+    for r in &reqs {
+        assert_eq!(r.path, "/v1/chat/completions");
+        assert_eq!(
+            r.header("authorization"),
+            Some(format!("Bearer {KEY}").as_str())
+        );
+        let b = &r.body;
+        assert_eq!(b["model"], "nvidia/Llama-3_3-Nemotron-Super-49B-v1");
+        assert_eq!(b["temperature"], 0.6);
+        assert_eq!(b["top_p"], 0.95);
+        assert_eq!(b["max_tokens"], 1234);
+        let m = b["messages"].as_array().unwrap();
+        assert_eq!(m[0]["role"], "system");
+        assert_eq!(m[0]["content"], "detailed thinking on");
+        // 4 retrieved pairs, then the problem.
+        assert_eq!(m.len(), 1 + 2 * 4 + 1);
+        for pair in m[1..9].chunks(2) {
+            assert_eq!(pair[0]["role"], "user");
+            assert_eq!(pair[1]["role"], "assistant");
+            assert!(
+                pair[1]["content"].as_str().unwrap().contains("\\boxed"),
+                "examples end with their boxed answer"
+            );
+        }
+        assert!(m[9]["content"].as_str().unwrap().contains("Problem number"));
+    }
+    assert_eq!(
+        submission(tmp.path()),
+        vec![("p1".into(), 11), ("p2".into(), 22), ("p3".into(), 33)]
+    );
+    let t = traces(tmp.path());
+    assert_eq!(t.len(), 3);
+    for line in &t {
+        assert_eq!(line["retrieved"].as_array().unwrap().len(), 4);
+        assert_eq!(line["messages"].as_array().unwrap().len(), 10);
+        assert_eq!(line["samples"].as_array().unwrap().len(), 2);
+        assert_eq!(line["samples"][0]["completion_tokens"], 20);
+        assert_eq!(line["correct"], true);
+    }
+    assert!(log.contains("| rag | k=4 | 1.000 | 3 |"), "{log}");
+    // The key went to the server and nowhere else.
+    let written = std::fs::read_to_string(tmp.path().join("out/traces.jsonl")).unwrap();
+    assert!(!written.contains(KEY) && !log.contains(KEY));
+}
+
+#[test]
+fn votes_and_stops_early_once_the_leader_cannot_be_overtaken() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 1);
+    // Answers in order: 5, 7, 7, 7, ... with one request at a time.
+    let server = MockServer::start(|_, n| {
+        Reply::Completion(format!("\\boxed{{{}}}", if n == 0 { 5 } else { 7 }))
+    });
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "5",
+            "--concurrency",
+            "1",
+        ],
+    );
+    ok(&o);
+    // After 5,7,7,7 the leader has 3 votes against 1 with one sample left: settled.
+    assert_eq!(server.chat_requests().len(), 4);
+    let t = &traces(tmp.path())[0];
+    assert_eq!(t["stopped"], "settled");
+    assert_eq!(t["answer"], 7);
+    assert_eq!(
+        t["vote"],
+        serde_json::json!([{"answer": 5, "votes": 1}, {"answer": 7, "votes": 3}])
+    );
+    // k=0 is the control: no retrieved examples, just system + problem.
+    assert_eq!(
+        server.chat_requests()[0].body["messages"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+}
+
+#[test]
+fn faults_are_retried_and_recorded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 1);
+    let server = MockServer::start(|req, n| match n {
+        0 => Reply::Status(500, "overloaded".into()),
+        1 => Reply::Raw("{\"choices\": [".into()),
+        2 => Reply::Drop,
+        3 => Reply::Status(429, "slow down".into()),
+        4 => Reply::Completion("   ".into()),
+        _ => Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user()))),
+    });
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "1",
+            "--retries",
+            "5",
+        ],
+    );
+    ok(&o);
+    let t = &traces(tmp.path())[0];
+    let s = &t["samples"][0];
+    assert_eq!(s["attempts"], 6);
+    let errors: Vec<&str> = s["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e.as_str().unwrap())
+        .collect();
+    assert_eq!(errors.len(), 5, "{errors:?}");
+    assert!(errors[0].contains("HTTP 500"));
+    assert!(errors[1].contains("malformed"));
+    assert!(errors[3].contains("HTTP 429"));
+    assert!(errors[4].contains("empty completion"));
+    assert_eq!(submission(tmp.path()), vec![("p1".into(), 11)]);
+}
+
+#[test]
+fn a_dead_server_still_gives_an_answer_per_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 2);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = solve(
+        tmp.path(),
+        &format!("http://127.0.0.1:{port}/v1"),
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "2",
+            "--retries",
+            "1",
+            "--fallback",
+            "123",
+        ],
+    );
+    ok(&o);
+    assert_eq!(
+        submission(tmp.path()),
+        vec![("p1".into(), 123), ("p2".into(), 123)]
+    );
+    let t = traces(tmp.path());
+    assert_eq!(t[0]["fallback"], true);
+    assert!(t[0]["samples"][0]["errors"][0]
+        .as_str()
+        .unwrap()
+        .contains("request failed"));
+}
+
+#[test]
+fn the_deadline_cuts_slow_requests_and_keeps_the_best_answer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 1);
+    // The first sample answers at once, the others hang far past the budget.
+    let server = MockServer::start(|req, n| {
+        let answer = Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user())));
+        if n == 0 {
+            answer
+        } else {
+            Reply::Delay(Duration::from_secs(30), Box::new(answer))
+        }
+    });
+    let start = Instant::now();
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "4",
+            "--concurrency",
+            "4",
+            "--time-budget",
+            "2s",
+        ],
+    );
+    ok(&o);
+    assert!(
+        start.elapsed() < Duration::from_secs(15),
+        "the budget was not enforced"
+    );
+    let t = &traces(tmp.path())[0];
+    assert_eq!(t["stopped"], "deadline");
+    assert_eq!(t["answer"], 11);
+    assert_eq!(t["fallback"], false);
+}
+
+#[test]
+fn a_rerun_resumes_from_the_traces_and_redoes_a_torn_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 3);
+    let server = MockServer::start(|req, _| {
+        Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user())))
+    });
+    let args = [
+        "--input",
+        input.to_str().unwrap(),
+        "--rag",
+        "k=0",
+        "--samples",
+        "1",
+    ];
+    ok(&solve(tmp.path(), &server.url, &args));
+    assert_eq!(server.chat_requests().len(), 3);
+    // Simulate a kill in the middle of writing the last trace line.
+    let path = tmp.path().join("out/traces.jsonl");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let cut = text.trim_end().rfind('\n').unwrap() + 20;
+    std::fs::write(&path, &text[..cut]).unwrap();
+    std::fs::remove_file(tmp.path().join("out/submission.csv")).unwrap();
+    ok(&solve(tmp.path(), &server.url, &args));
+    let reqs = server.chat_requests();
+    assert_eq!(reqs.len(), 4, "only the torn problem is redone");
+    assert!(reqs[3].last_user().contains("Problem number 3"));
+    assert_eq!(submission(tmp.path()).len(), 3);
+    assert_eq!(traces(tmp.path()).len(), 3);
+}
+
+#[test]
+fn dry_run_sends_nothing_and_writes_the_messages() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = build_index(tmp.path());
+    let input = problems(tmp.path(), 2);
+    let server = MockServer::start(|_, _| Reply::Completion("\\boxed{1}".into()));
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--index",
+            idx.to_str().unwrap(),
+            "--rag",
+            "k=2,format=context",
+            "--dry-run",
+        ],
+    );
+    ok(&o);
+    assert!(server.chat_requests().is_empty());
+    let t = traces(tmp.path());
+    assert_eq!(t.len(), 2);
+    let m = t[0]["messages"].as_array().unwrap();
+    assert_eq!(m.len(), 2, "context format: system + one user message");
+    assert!(m[1]["content"].as_str().unwrap().contains("### Example 2"));
+    assert!(!tmp.path().join("out/submission.csv").exists());
+}
+
+#[test]
+fn compare_rag_runs_a_control_arm_for_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = build_index(tmp.path());
+    let input = problems(tmp.path(), 2);
+    // The model is right only when it was shown examples.
+    let server = MockServer::start(|req, _| {
+        let with_examples = req.body["messages"].as_array().unwrap().len() > 2;
+        let a = if with_examples {
+            right_answer(&req.last_user())
+        } else {
+            0
+        };
+        Reply::Completion(format!("\\boxed{{{a}}}"))
+    });
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--index",
+            idx.to_str().unwrap(),
+            "--rag",
+            "k=1",
+            "--compare-rag",
+            "k=0",
+            "--samples",
+            "1",
+            "--eval",
+        ],
+    );
+    let log = ok(&o);
+    assert!(log.contains("| rag | k=1 | 1.000 |"), "{log}");
+    assert!(log.contains("| control | k=0 | 0.000 |"), "{log}");
+    assert_eq!(
+        submission(tmp.path()),
+        vec![("p1".into(), 11), ("p2".into(), 22)]
+    );
+}
