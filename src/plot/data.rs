@@ -189,7 +189,7 @@ impl Dataset {
         rows: &[usize],
         columns: bool,
         loaded: Option<&[f32]>,
-    ) -> Result<(Vec<f32>, Vec<Vec<Option<String>>>)> {
+    ) -> Result<(Vec<f32>, FieldColumns)> {
         debug_assert!(rows.windows(2).all(|w| w[0] < w[1]));
         let dim = self.dim;
         let mut vectors = Vec::with_capacity(rows.len() * dim);
@@ -333,3 +333,6 @@ pub fn cell_text(col: &dyn Array, i: usize) -> Option<String> {
     }
     arrow::util::display::array_value_to_string(col, i).ok()
 }
+
+/// Per requested row, the text of each field (None where missing).
+pub type FieldColumns = Vec<Vec<Option<String>>>;

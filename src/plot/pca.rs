@@ -219,8 +219,8 @@ mod tests {
     fn jacobi_diagonalises() {
         let a = ndarray::array![[4.0, 1.0, 0.5], [1.0, 3.0, 0.2], [0.5, 0.2, 1.0]];
         let (vals, vecs) = jacobi_eigen(&a);
-        for j in 0..3 {
-            let r = a.dot(&vecs.column(j)) - &vecs.column(j) * vals[j];
+        for (j, &val) in vals.iter().enumerate().take(3) {
+            let r = a.dot(&vecs.column(j)) - &vecs.column(j) * val;
             assert!(r.dot(&r).sqrt() < 1e-12);
         }
         assert!(vals[0] >= vals[1] && vals[1] >= vals[2]);

@@ -312,9 +312,9 @@ fn draw_3d<DB: DrawingBackend>(
     // Common scale on all axes (distances stay comparable), centred in the unit cube.
     let mut centre = [0f64; 3];
     let mut half = 1e-9f64;
-    for t in 0..3 {
+    for (t, centre_t) in centre.iter_mut().enumerate() {
         let (lo, hi) = min_max(&c.column(t).to_vec());
-        centre[t] = (lo as f64 + hi as f64) / 2.0;
+        *centre_t = (lo as f64 + hi as f64) / 2.0;
         half = half.max((hi as f64 - lo as f64) / 2.0);
     }
     let norm = |p: [f32; 3]| -> [f64; 3] {

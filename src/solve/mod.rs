@@ -124,28 +124,28 @@ impl Retriever {
         })
     }
 
-    pub fn retrieve(&self, problem: &str, spec: &RagSpec) -> Result<Vec<Example>> {
+    /// Embed every problem as a query in one batched pass (length-sorted batches amortise the
+    /// forward pass far better than one text at a time).
+    pub fn embed_queries(&self, problems: &[&str]) -> Result<Vec<Vec<f32>>> {
+        Ok(self.encoder.encode(problems, TextKind::Query)?.vectors)
+    }
+
+    pub fn retrieve(&self, query: &[f32], spec: &RagSpec) -> Vec<Example> {
         if spec.k == 0 {
-            return Ok(Vec::new());
+            return Vec::new();
         }
-        let q = self
-            .encoder
-            .encode(&[problem], TextKind::Query)?
-            .vectors
-            .remove(0);
         // Ask for more than k: near-duplicates and weak matches are dropped below.
         let want = spec.k * 3 + 5;
         let hits = if self.index.len() < crate::index::EXACT_BELOW {
-            self.index.search_exact(&q, want, None)
+            self.index.search_exact(query, want, None)
         } else {
             self.index
-                .search(&q, want, crate::index::DEFAULT_EF.max(want), None)
+                .search(query, want, crate::index::DEFAULT_EF.max(want), None)
         };
         let text = |r: &serde_json::Map<String, Value>, f: &str| {
             r.get(f).and_then(|v| v.as_str()).unwrap_or("").to_string()
         };
-        Ok(hits
-            .into_iter()
+        hits.into_iter()
             .filter(|h| spec.exclude_above.is_none_or(|t| h.score <= t))
             .filter(|h| spec.min_score.is_none_or(|t| h.score >= t))
             .take(spec.k)
@@ -161,7 +161,7 @@ impl Retriever {
                 e.solution = e.solution_with_box(Some(&answer));
                 e
             })
-            .collect())
+            .collect()
     }
 }
 
@@ -368,23 +368,34 @@ fn run_arm(
             todo.len()
         );
     }
+    let embed_start = Instant::now();
+    let queries = match retriever {
+        Some(r) if spec.k > 0 && !todo.is_empty() => {
+            let texts: Vec<&str> = todo.iter().map(|p| p.problem.as_str()).collect();
+            r.embed_queries(&texts)?
+        }
+        _ => vec![Vec::new(); todo.len()],
+    };
+    // Each problem's share of the batched query embedding, added to its own search time.
+    let embed_ms_each = embed_start.elapsed().as_secs_f64() * 1e3 / todo.len().max(1) as f64;
     let bar = crate::cli::progress_bar(todo.len() as u64, cfg.quiet, "problems");
     bar.set_prefix(arm.to_string());
     for (i, p) in todo.iter().enumerate() {
         let t0 = Instant::now();
         let examples = match retriever {
-            Some(r) => r.retrieve(&p.problem, spec)?,
+            Some(r) => r.retrieve(&queries[i], spec),
             None => Vec::new(),
         };
         let messages = builder.messages(&p.problem, &examples);
-        let retrieval_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let search_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let retrieval_ms = embed_ms_each + search_ms;
         result.retrieval_ms.push(retrieval_ms);
         let retrieved: Vec<Value> = examples
             .iter()
             .map(|e| json!({"id": e.id, "score": e.score}))
             .collect();
         if cfg.dry_run {
-            let line = json!({"id": p.id, "arm": arm, "dry_run": true, "rag": spec, "retrieved": retrieved, "retrieval_ms": retrieval_ms, "messages": messages});
+            let line = json!({"id": p.id, "arm": arm, "dry_run": true, "rag": spec, "retrieved": retrieved, "retrieval_ms": retrieval_ms, "query_embed_ms": embed_ms_each, "search_prompt_ms": search_ms, "messages": messages});
             writeln!(traces, "{line}")?;
             bar.inc(1);
             continue;
@@ -405,6 +416,7 @@ fn run_arm(
         };
         let line = json!({
             "id": p.id, "arm": arm, "rag": spec, "retrieved": retrieved, "retrieval_ms": retrieval_ms,
+            "query_embed_ms": embed_ms_each, "search_prompt_ms": search_ms,
             "messages": messages, "samples": samples, "vote": tally.counts.iter().map(|(a, n, _)| json!({"answer": a, "votes": n})).collect::<Vec<_>>(),
             "answer": answer, "fallback": fallback, "stopped": stopped,
             "expected": p.expected, "correct": p.expected.map(|e| e == answer), "source": p.source,
