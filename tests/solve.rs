@@ -454,3 +454,51 @@ fn compare_rag_runs_a_control_arm_for_eval() {
         vec![("p1".into(), 11), ("p2".into(), 22)]
     );
 }
+
+#[test]
+fn launch_starts_the_server_waits_for_it_and_stops_it_on_exit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 1);
+    // A stand-in server: Python's static file server answers GET /v1/models with 200 once it is
+    // up (after a deliberate 1 s delay), and refuses the POSTs (so the answer is the fallback).
+    let www = tmp.path().join("www");
+    std::fs::create_dir_all(www.join("v1")).unwrap();
+    std::fs::write(www.join("v1/models"), "{\"data\": []}").unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cmd = format!(
+        "sleep 1; exec python3 -m http.server {port} --bind 127.0.0.1 --directory {}",
+        www.display()
+    );
+    let o = solve(
+        tmp.path(),
+        &format!("http://127.0.0.1:{port}/v1"),
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "1",
+            "--retries",
+            "0",
+            "--launch",
+            &cmd,
+            "--launch-timeout",
+            "60s",
+        ],
+    );
+    let log = ok(&o);
+    assert!(log.contains("server ready"), "{log}");
+    assert!(tmp.path().join("out/server.log").is_file());
+    assert_eq!(submission(tmp.path()), vec![("p1".into(), 0)]);
+    // Stopped on exit: nothing listens on the port any more.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the launched server is still running"
+    );
+}

@@ -26,7 +26,7 @@ fn stop_server() {
         if let Some(mut child) = slot.take() {
             // The whole process group: servers such as vLLM spawn workers of their own.
             let _ = Command::new("kill")
-                .args(["-TERM", &format!("-{}", child.id())])
+                .args(["-s", "TERM", "--", &format!("-{}", child.id())])
                 .status();
             let deadline = Instant::now() + Duration::from_secs(20);
             while Instant::now() < deadline {
@@ -36,7 +36,7 @@ fn stop_server() {
                 std::thread::sleep(Duration::from_millis(200));
             }
             let _ = Command::new("kill")
-                .args(["-KILL", &format!("-{}", child.id())])
+                .args(["-s", "KILL", "--", &format!("-{}", child.id())])
                 .status();
             let _ = child.kill();
             let _ = child.wait();
@@ -48,6 +48,9 @@ fn stop_server() {
 /// `client` reports the server healthy (or `timeout` passes, or the server exits).
 pub fn launch(cmd: &str, log: &Path, client: &Client, timeout: Duration) -> Result<ServerGuard> {
     use std::os::unix::process::CommandExt;
+    if let Some(dir) = log.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
     let file = std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
     let child = Command::new("sh")
         .arg("-c")
