@@ -10,3 +10,5 @@ venv=${EXEMPLAR_CACHE:-.cache}/venv
 "$venv/bin/python" -c 'import pyarrow' 2>/dev/null \
   || "$venv/bin/python" -m pip install -q --disable-pip-version-check pyarrow==26.0.1
 cargo nextest run --release --no-fail-fast "$@"
+# The README's other command, the main job, in a fresh clone with empty caches and no ../shared.
+scripts/fresh-clone-check.sh

@@ -42,6 +42,9 @@ pub enum EmbedCommand {
     /// Build, query, evaluate and inspect HNSW indexes over extracted embeddings.
     #[command(subcommand)]
     Index(crate::index_cli::IndexCommand),
+    /// Are the neighbours any good? Label precision@k, MRR and near-duplicate rate of the index
+    /// for labelled queries, beside BM25 and random neighbours.
+    EvalRetrieval(EvalRetrievalArgs),
     /// Draw a 2D or 3D map (PCA or UMAP-style) of an extraction or an index to PNG/SVG.
     Plot(crate::plot::cli::PlotArgs),
 }
@@ -231,6 +234,7 @@ pub fn run(cli: EmbedCli) -> Result<()> {
         EmbedCommand::Extract(a) => extract(a),
         EmbedCommand::Index(c) => crate::index_cli::run(c),
         EmbedCommand::Plot(a) => crate::plot::cli::run(a),
+        EmbedCommand::EvalRetrieval(a) => eval_retrieval(a),
     }
 }
 
@@ -393,5 +397,46 @@ fn extract(args: ExtractArgs) -> Result<()> {
         s.tokens_now as f64 / secs,
         out.display()
     );
+    Ok(())
+}
+
+#[derive(Args, Debug)]
+pub struct EvalRetrievalArgs {
+    /// Index built by `embed index build`.
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Labelled queries: .jsonl/.csv/.parquet with id, problem and the label field.
+    #[arg(long)]
+    pub queries: PathBuf,
+    /// Neighbours per query.
+    #[arg(short, default_value_t = 4)]
+    pub k: usize,
+    /// Field that must match between a query and its neighbours.
+    #[arg(long, default_value = "subject")]
+    pub label: String,
+    /// Cosine at or above which a neighbour counts as a near-duplicate (possible leakage).
+    #[arg(long, default_value_t = 0.95)]
+    pub duplicate_threshold: f32,
+    /// Model folder, if it moved since the index was built.
+    #[arg(long)]
+    pub model: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn eval_retrieval(a: EvalRetrievalArgs) -> Result<()> {
+    let r = crate::retrieval_eval::evaluate(
+        &a.index,
+        &a.queries,
+        a.k,
+        &a.label,
+        a.duplicate_threshold,
+        a.model.as_deref(),
+    )?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&r)?);
+    } else {
+        crate::retrieval_eval::print_table(&r);
+    }
     Ok(())
 }

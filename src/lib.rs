@@ -9,4 +9,5 @@ pub mod index;
 pub mod index_cli;
 pub mod output;
 pub mod plot;
+pub mod retrieval_eval;
 pub mod solve;
