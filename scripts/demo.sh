@@ -19,8 +19,8 @@ while [[ $# -gt 0 ]]; do
 done
 
 step() { printf '\n==> %s\n' "$*"; }
-embed=target/release/embed
-solve=target/release/solve
+embed=${CARGO_TARGET_DIR:-target}/release/embed
+solve=${CARGO_TARGET_DIR:-target}/release/solve
 work=${EXEMPLAR_DEMO_DIR:-demo-output}
 mkdir -p "$work"
 
