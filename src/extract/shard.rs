@@ -215,3 +215,29 @@ pub fn merge_parts(parts: &[PathBuf], dest: &Path, schema: &SchemaRef) -> Result
         }
     }
 }
+
+/// The `embedding` column of a shard batch as one flat row-major slice, checked against `dim`.
+/// Shared by every reader of shards (index build, plot, read_embeddings).
+pub fn embedding_values<'a>(batch: &'a RecordBatch, dim: usize, path: &Path) -> Result<&'a [f32]> {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Float32Type;
+    let emb = batch
+        .column_by_name("embedding")
+        .with_context(|| format!("{}: no embedding column", path.display()))?
+        .as_fixed_size_list_opt()
+        .with_context(|| format!("{}: embedding is not a fixed-size list", path.display()))?;
+    if emb.value_length() as usize != dim {
+        bail!(
+            "{}: vectors have {} values, the manifest says dim {dim}",
+            path.display(),
+            emb.value_length()
+        );
+    }
+    let values = emb
+        .values()
+        .as_primitive_opt::<Float32Type>()
+        .with_context(|| format!("{}: embedding values are not f32", path.display()))?
+        .values();
+    let first = emb.offset() * dim;
+    Ok(&values[first..first + batch.num_rows() * dim])
+}

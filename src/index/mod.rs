@@ -17,7 +17,6 @@ pub mod exact;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Float32Type;
 use hnsw_rs::prelude::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
@@ -208,25 +207,7 @@ fn build_into(
             .build()?;
         for batch in reader {
             let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            let emb = batch
-                .column_by_name("embedding")
-                .with_context(|| format!("{}: no embedding column", path.display()))?
-                .as_fixed_size_list_opt()
-                .with_context(|| {
-                    format!("{}: embedding is not a fixed-size list", path.display())
-                })?;
-            if emb.value_length() as usize != dim {
-                bail!(
-                    "{}: vectors have {} values, manifest says dim {dim}",
-                    path.display(),
-                    emb.value_length()
-                );
-            }
-            let values = emb
-                .values()
-                .as_primitive_opt::<Float32Type>()
-                .context("embedding values are not f32")?;
-            let values = values.values();
+            let values = crate::extract::shard::embedding_values(&batch, dim, &path)?;
             let rows = batch.num_rows();
             let items: Vec<(&[f32], usize)> = (0..rows)
                 .map(|i| (&values[i * dim..(i + 1) * dim], row + i))

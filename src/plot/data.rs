@@ -4,8 +4,7 @@
 //! skips the pages of rows that are not drawn; an index's `vectors.f32` is read row by row.
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
-use arrow::datatypes::Float32Type;
+use arrow::array::{Array, RecordBatch};
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::ProjectionMask;
 use std::io::{Read, Seek, SeekFrom};
@@ -264,27 +263,9 @@ impl Dataset {
                 let batch: RecordBatch =
                     batch.with_context(|| format!("reading {}", path.display()))?;
                 if want_vectors_from_parquet {
-                    let emb = batch
-                        .column_by_name("embedding")
-                        .with_context(|| format!("{}: no embedding column", path.display()))?
-                        .as_fixed_size_list_opt()
-                        .with_context(|| {
-                            format!("{}: embedding is not a fixed-size list", path.display())
-                        })?;
-                    if emb.value_length() as usize != dim {
-                        bail!(
-                            "{}: vectors have {} values, the manifest says dim {dim}",
-                            path.display(),
-                            emb.value_length()
-                        );
-                    }
-                    let values = emb
-                        .values()
-                        .as_primitive_opt::<Float32Type>()
-                        .context("embedding values are not f32")?;
-                    let vals = values.values();
-                    let first = emb.offset() * dim;
-                    vectors.extend_from_slice(&vals[first..first + batch.num_rows() * dim]);
+                    vectors.extend_from_slice(crate::extract::shard::embedding_values(
+                        &batch, dim, path,
+                    )?);
                 }
                 if columns {
                     let bs = batch.schema();
