@@ -191,3 +191,27 @@ pub fn clear(dir: &Path) -> Result<()> {
     }
     Ok(())
 }
+
+/// Read the manifest of a finished extraction: refuses a folder without one, or with shards that
+/// are not complete yet (naming them). Every reader of an extraction goes through here.
+pub fn read_complete(dir: &Path) -> Result<ExtractManifest> {
+    let path = dir.join("manifest.json");
+    if !path.is_file() {
+        anyhow::bail!(
+            "{}: no manifest.json; is this an `embed extract` output folder?",
+            dir.display()
+        );
+    }
+    let m = ExtractManifest::read(&path)?;
+    let missing: Vec<usize> = (0..m.shards)
+        .filter(|&k| !shard_complete(dir, k, m.shards))
+        .collect();
+    if !missing.is_empty() {
+        anyhow::bail!(
+            "{}: shards {missing:?} of {} are not complete; finish `embed extract` first",
+            dir.display(),
+            m.shards
+        );
+    }
+    Ok(m)
+}

@@ -433,7 +433,7 @@ fn run_shard(
 pub fn read_embeddings(dir: &Path) -> Result<(Vec<String>, Vec<f32>, usize)> {
     use arrow::array::AsArray;
     use arrow::datatypes::Float32Type;
-    let manifest = ExtractManifest::read(&dir.join("manifest.json"))?;
+    let manifest = manifest::read_complete(dir)?;
     let mut ids = Vec::new();
     let mut data = Vec::new();
     for k in 0..manifest.shards {

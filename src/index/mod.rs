@@ -27,7 +27,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::extract::manifest::{shard_complete, ExtractManifest};
+use crate::extract::manifest::ExtractManifest;
 use crate::extract::shard::shard_name;
 
 pub const FORMAT: &str = "exemplar.index.v1";
@@ -106,25 +106,8 @@ impl Default for BuildOptions {
 
 /// Read the extraction manifest and check that every shard is complete.
 pub fn check_embeddings(dir: &Path) -> Result<ExtractManifest> {
+    let m = crate::extract::manifest::read_complete(dir)?;
     let path = dir.join("manifest.json");
-    if !path.is_file() {
-        bail!(
-            "{}: no manifest.json; is this an `embed extract` output folder?",
-            dir.display()
-        );
-    }
-    let m = ExtractManifest::read(&path)?;
-    let missing: Vec<usize> = (0..m.shards)
-        .filter(|&k| !shard_complete(dir, k, m.shards))
-        .collect();
-    if !missing.is_empty() {
-        bail!(
-            "{}: shards {:?} of {} are not complete; finish `embed extract` first",
-            dir.display(),
-            missing,
-            m.shards
-        );
-    }
     if !m.recipe.normalize {
         bail!(
             "{}: the index needs L2-normalised embeddings (extracted without --no-normalize)",

@@ -10,7 +10,7 @@ use parquet::arrow::ProjectionMask;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use crate::extract::manifest::{shard_complete, ExtractManifest};
+use crate::extract::manifest::ExtractManifest;
 use crate::extract::shard::shard_name;
 
 /// Where the vectors come from.
@@ -61,24 +61,7 @@ impl Dataset {
     pub fn open(source: &Source) -> Result<Self> {
         let (manifest, rows, dim, files) = match source {
             Source::Embeddings(dir) => {
-                let path = dir.join("manifest.json");
-                if !path.is_file() {
-                    bail!(
-                        "{}: no manifest.json; is this an `embed extract` output folder?",
-                        dir.display()
-                    );
-                }
-                let m = ExtractManifest::read(&path)?;
-                let missing: Vec<usize> = (0..m.shards)
-                    .filter(|&k| !shard_complete(dir, k, m.shards))
-                    .collect();
-                if !missing.is_empty() {
-                    bail!(
-                        "{}: shards {missing:?} of {} are not complete; finish `embed extract` first",
-                        dir.display(),
-                        m.shards
-                    );
-                }
+                let m = crate::extract::manifest::read_complete(dir)?;
                 let mut files = Vec::new();
                 for k in 0..m.shards {
                     let p = dir.join(format!("{}.parquet", shard_name(k, m.shards)));
