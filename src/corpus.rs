@@ -287,57 +287,13 @@ fn parquet_records(path: &Path, file_name: std::sync::Arc<str>) -> Result<Record
             Ok(b) => b,
             Err(e) => return Some(Err(anyhow::anyhow!("{}: {e}", path.display()))),
         };
-        let schema = batch.schema();
         for i in 0..batch.num_rows() {
             row += 1;
-            let mut fields = Map::new();
-            for (f, col) in schema.fields().iter().zip(batch.columns()) {
-                fields.insert(f.name().clone(), arrow_value(col.as_ref(), i));
-            }
             pending.push_back(RawRecord {
                 file: file_name.clone(),
                 line: row,
-                fields: Ok(fields),
+                fields: Ok(crate::arrow_json::row_json(&batch, i, &[])),
             });
         }
     })))
-}
-
-/// One cell of an Arrow column as JSON: strings, integers, floats and booleans natively,
-/// anything else in Arrow's own display form.
-fn arrow_value(col: &dyn arrow::array::Array, i: usize) -> Value {
-    use arrow::array::AsArray;
-    use arrow::datatypes::*;
-    if col.is_null(i) {
-        return Value::Null;
-    }
-    match col.data_type() {
-        DataType::Utf8 => Value::String(col.as_string::<i32>().value(i).to_owned()),
-        DataType::LargeUtf8 => Value::String(col.as_string::<i64>().value(i).to_owned()),
-        DataType::Utf8View => Value::String(col.as_string_view().value(i).to_owned()),
-        DataType::Boolean => Value::Bool(col.as_boolean().value(i)),
-        DataType::Int8 => col.as_primitive::<Int8Type>().value(i).into(),
-        DataType::Int16 => col.as_primitive::<Int16Type>().value(i).into(),
-        DataType::Int32 => col.as_primitive::<Int32Type>().value(i).into(),
-        DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
-        DataType::UInt8 => col.as_primitive::<UInt8Type>().value(i).into(),
-        DataType::UInt16 => col.as_primitive::<UInt16Type>().value(i).into(),
-        DataType::UInt32 => col.as_primitive::<UInt32Type>().value(i).into(),
-        DataType::UInt64 => col.as_primitive::<UInt64Type>().value(i).into(),
-        DataType::Float32 => {
-            serde_json::Number::from_f64(col.as_primitive::<Float32Type>().value(i) as f64)
-                .map_or(Value::Null, Value::Number)
-        }
-        DataType::Float64 => {
-            serde_json::Number::from_f64(col.as_primitive::<Float64Type>().value(i))
-                .map_or(Value::Null, Value::Number)
-        }
-        _ => {
-            let opts = arrow::util::display::FormatOptions::default();
-            match arrow::util::display::ArrayFormatter::try_new(col, &opts) {
-                Ok(f) => Value::String(f.value(i).to_string()),
-                Err(_) => Value::Null,
-            }
-        }
-    }
 }

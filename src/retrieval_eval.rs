@@ -175,7 +175,7 @@ pub fn evaluate(
     }
     let labels: Vec<Option<String>> = records
         .iter()
-        .map(|r| r.get(label).and_then(crate::index::field_text))
+        .map(|r| r.get(label).and_then(crate::arrow_json::value_text))
         .collect();
     let ids: Vec<String> = records
         .iter()
@@ -192,7 +192,7 @@ pub fn evaluate(
         })
         .collect();
     let queries = read_queries(queries_path, label)?;
-    let encoder = crate::index::query_encoder(&index.manifest, model, "cpu")?;
+    let encoder = crate::index::query_encoder(&index.manifest, model, crate::encoder::Device::Cpu)?;
     let qtexts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let vectors = encoder.encode(&qtexts, TextKind::Query)?.vectors;
     let bm25 = Bm25::new(&texts);

@@ -3,10 +3,14 @@
 mod common;
 
 use common::*;
-use exemplar::extract::manifest::{write_shard_report, ExtractManifest, ShardReport};
+use exemplar::encoder::DType;
+use exemplar::extract::manifest::{
+    write_shard_report, ExtractIdentity, ExtractManifest, ShardReport, Status,
+};
 use exemplar::extract::plan::{Column, ColumnType, TextSpec};
 use exemplar::extract::shard::{schema, shard_name, to_batch, write_parquet, Row};
 use exemplar::index::{self, BuildOptions, Index};
+use exemplar::progress::Silent;
 use std::path::Path;
 use std::process::Command;
 
@@ -85,24 +89,27 @@ fn write_extraction(dir: &Path, vectors: &[Vec<f32>]) {
         .unwrap();
     let info = enc.info();
     let m = ExtractManifest {
-        format: exemplar::extract::manifest::FORMAT.into(),
+        identity: ExtractIdentity {
+            format: exemplar::extract::manifest::FORMAT.into(),
+            model_fingerprint: info.fingerprint.clone(),
+            recipe: info.recipe.clone(),
+            dim,
+            dtype: DType::F32,
+            max_batch_tokens: 2048,
+            inputs: vec![],
+            text: TextSpec {
+                id_field: "id".into(),
+                doc_template: "{problem}".into(),
+            },
+            columns,
+            shards: 1,
+            rows_per_shard: vec![rows.len()],
+        },
         model: info.model.clone(),
         model_path: info.path.clone(),
-        model_fingerprint: info.fingerprint.clone(),
-        recipe: info.recipe.clone(),
-        dim,
-        dtype: "f32".into(),
-        inputs: vec![],
-        text: TextSpec {
-            id_field: "id".into(),
-            doc_template: "{problem}".into(),
-        },
-        columns,
-        shards: 1,
-        rows_per_shard: vec![rows.len()],
         rows: rows.len(),
         rejected: 0,
-        status: "complete".into(),
+        status: Status::Complete,
         completed_shards: vec![0],
         created_by: "test".into(),
     };
@@ -110,10 +117,7 @@ fn write_extraction(dir: &Path, vectors: &[Vec<f32>]) {
 }
 
 fn quiet() -> BuildOptions {
-    BuildOptions {
-        quiet: true,
-        ..Default::default()
-    }
+    BuildOptions::default()
 }
 
 #[test]
@@ -121,7 +125,13 @@ fn recall_at_10_reaches_099_at_the_default_ef_on_20k_clustered_vectors() {
     let tmp = tempfile::tempdir().unwrap();
     let vectors = clustered(20_000, 384, 100, 7);
     write_extraction(&tmp.path().join("emb"), &vectors);
-    index::build(&tmp.path().join("emb"), &tmp.path().join("idx"), &quiet()).unwrap();
+    index::build(
+        &tmp.path().join("emb"),
+        &tmp.path().join("idx"),
+        &quiet(),
+        &Silent,
+    )
+    .unwrap();
     let idx = Index::load(&tmp.path().join("idx")).unwrap();
     let rows = index::evaluate(&idx, 500, 10, &[index::DEFAULT_EF]);
     eprintln!("{rows:?}");
@@ -138,12 +148,18 @@ fn persisted_index_returns_identical_results_and_filters() {
     let tmp = tempfile::tempdir().unwrap();
     let vectors = clustered(3000, 32, 10, 11);
     write_extraction(&tmp.path().join("emb"), &vectors);
-    index::build(&tmp.path().join("emb"), &tmp.path().join("idx"), &quiet()).unwrap();
+    index::build(
+        &tmp.path().join("emb"),
+        &tmp.path().join("idx"),
+        &quiet(),
+        &Silent,
+    )
+    .unwrap();
     let a = Index::load(&tmp.path().join("idx")).unwrap();
     let b = Index::load(&tmp.path().join("idx")).unwrap();
     for q in vectors.iter().step_by(97) {
-        let ha = a.search(q, 10, 64, None);
-        assert_eq!(ha, b.search(q, 10, 64, None));
+        let ha = a.search_hnsw(q, 10, 64, None);
+        assert_eq!(ha, b.search_hnsw(q, 10, 64, None));
         // The graph finds what the exact scan finds on this easy set.
         let exact: Vec<usize> = a.search_exact(q, 10, None).iter().map(|h| h.row).collect();
         let approx: Vec<usize> = ha.iter().map(|h| h.row).collect();
@@ -154,7 +170,7 @@ fn persisted_index_returns_identical_results_and_filters() {
     let allowed = index::filter_rows(&records, "group", "g1").unwrap();
     assert_eq!(allowed.len(), 1000);
     for q in vectors.iter().step_by(301) {
-        let hits = a.search(q, 5, 64, Some(&allowed));
+        let hits = a.search_hnsw(q, 5, 64, Some(&allowed));
         assert_eq!(hits.len(), 5);
         assert!(hits.iter().all(|h| records[h.row]["group"] == "g1"));
         let exact: Vec<usize> = a
@@ -174,7 +190,7 @@ fn built(tmp: &Path, name: &str, seed: u64) -> std::path::PathBuf {
     let emb = tmp.join(format!("emb-{name}"));
     write_extraction(&emb, &clustered(500, 16, 5, seed));
     let out = tmp.join(name);
-    index::build(&emb, &out, &quiet()).unwrap();
+    index::build(&emb, &out, &quiet(), &Silent).unwrap();
     out
 }
 

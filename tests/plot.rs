@@ -5,10 +5,14 @@
 mod common;
 
 use common::*;
-use exemplar::extract::manifest::{write_shard_report, ExtractManifest, ShardReport};
+use exemplar::encoder::DType;
+use exemplar::extract::manifest::{
+    write_shard_report, ExtractIdentity, ExtractManifest, ShardReport, Status,
+};
 use exemplar::extract::plan::{Column, ColumnType, TextSpec};
 use exemplar::extract::shard::{schema, shard_name, to_batch, write_parquet, Row};
 use exemplar::plot::{self, HighlightSpec, Method, PlotConfig, Source};
+use exemplar::progress::Silent;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -88,24 +92,27 @@ fn write_extraction(dir: &Path, vectors: &[Vec<f32>], groups: usize) {
         .unwrap();
     let info = enc.info();
     let m = ExtractManifest {
-        format: exemplar::extract::manifest::FORMAT.into(),
+        identity: ExtractIdentity {
+            format: exemplar::extract::manifest::FORMAT.into(),
+            model_fingerprint: info.fingerprint.clone(),
+            recipe: info.recipe.clone(),
+            dim,
+            dtype: DType::F32,
+            max_batch_tokens: 2048,
+            inputs: vec![],
+            text: TextSpec {
+                id_field: "id".into(),
+                doc_template: "{problem}".into(),
+            },
+            columns,
+            shards: 1,
+            rows_per_shard: vec![rows.len()],
+        },
         model: info.model.clone(),
         model_path: info.path.clone(),
-        model_fingerprint: info.fingerprint.clone(),
-        recipe: info.recipe.clone(),
-        dim,
-        dtype: "f32".into(),
-        inputs: vec![],
-        text: TextSpec {
-            id_field: "id".into(),
-            doc_template: "{problem}".into(),
-        },
-        columns,
-        shards: 1,
-        rows_per_shard: vec![rows.len()],
         rows: rows.len(),
         rejected: 0,
-        status: "complete".into(),
+        status: Status::Complete,
         completed_shards: vec![0],
         created_by: "test".into(),
     };
@@ -189,7 +196,7 @@ fn three_separated_clusters_stay_apart_with_pca_and_umap_in_2d_and_3d() {
                 dims,
                 ..config(Source::Embeddings(emb.clone()), vec![out.clone()])
             };
-            let s = plot::plot(&cfg).unwrap();
+            let s = plot::plot(&cfg, &Silent).unwrap();
             assert_eq!(s.points, 450);
             assert_eq!(s.coords.dim(), (450, dims));
             assert_clusters_apart(&s, 3, &format!("{method:?} {dims}D"));
@@ -216,7 +223,7 @@ fn umap_layout_is_deterministic_for_a_seed() {
                 vec![tmp.path().join("u.svg")],
             )
         };
-        plot::plot(&cfg).unwrap().coords
+        plot::plot(&cfg, &Silent).unwrap().coords
     };
     assert_eq!(run(1), run(1));
     assert_ne!(run(1), run(2));
@@ -389,8 +396,8 @@ fn sample_is_stratified_deterministic_and_keeps_highlighted_ids() {
             vec![tmp.path().join("s.png")],
         )
     };
-    let a = plot::plot(&cfg).unwrap();
-    let b = plot::plot(&cfg).unwrap();
+    let a = plot::plot(&cfg, &Silent).unwrap();
+    let b = plot::plot(&cfg, &Silent).unwrap();
     assert_eq!(a.ids, b.ids);
     assert_eq!(a.highlighted, vec!["v7", "v123", "v999"]);
     for id in ["v7", "v123", "v999"] {
@@ -577,12 +584,12 @@ fn unknown_colour_field_lists_the_fields_and_too_few_points_is_an_error() {
     );
     cfg.sample = 3;
     cfg.dims = 3;
-    let err = plot::plot(&cfg).unwrap_err().to_string();
+    let err = plot::plot(&cfg, &Silent).unwrap_err().to_string();
     assert!(err.contains("too few points: 3"), "{err}");
     assert!(err.contains("needs at least 4"), "{err}");
     cfg.method = Method::Umap;
     cfg.sample = 5;
-    let err = plot::plot(&cfg).unwrap_err().to_string();
+    let err = plot::plot(&cfg, &Silent).unwrap_err().to_string();
     assert!(err.contains("too few points: 5"), "{err}");
 
     // --highlight-query needs an index; an unknown highlight id is named.
@@ -598,6 +605,6 @@ fn unknown_colour_field_lists_the_fields_and_too_few_points_is_an_error() {
     assert!(!o.status.success());
     let mut cfg = config(Source::Embeddings(emb), vec![tmp.path().join("z.png")]);
     cfg.highlight = Some(HighlightSpec::Ids(vec!["v1".into(), "nope".into()]));
-    let err = plot::plot(&cfg).unwrap_err().to_string();
+    let err = plot::plot(&cfg, &Silent).unwrap_err().to_string();
     assert!(err.contains("no record with id \"nope\""), "{err}");
 }

@@ -1,6 +1,6 @@
 use clap::Parser;
 use exemplar::cli::exit_on_error;
-use exemplar::solve::cli::{run, SolveArgs};
+use exemplar::cli::solve::{run, SolveArgs};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

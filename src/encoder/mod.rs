@@ -4,6 +4,7 @@
 
 pub mod batching;
 mod bert;
+pub mod device;
 #[cfg(feature = "hub")]
 mod hub;
 pub mod llama;
@@ -12,7 +13,6 @@ pub mod recipe;
 pub mod source;
 
 use anyhow::{bail, Context, Result};
-use candle_core::{DType, Device};
 use candle_nn::VarBuilder;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -21,6 +21,7 @@ use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
 pub use batching::plan_batches;
+pub use device::{DType, Device};
 pub use recipe::{
     Architecture, Attention, PaddingSide, Pooling, Recipe, RecipeOverrides, TextKind,
     DEFAULT_INSTRUCTION, DEFAULT_QUERY_TEMPLATE,
@@ -35,25 +36,25 @@ pub const DEFAULT_MAX_BATCH_TOKENS_CPU: usize = 2048;
 pub const DEFAULT_MAX_BATCH_TOKENS_GPU: usize = 16384;
 
 /// How to load a model.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct EncoderOptions {
-    /// `cpu` or `cuda:N` (the latter needs the `cuda` feature).
-    pub device: String,
-    /// `f32`, `bf16` or `f16`.
-    pub dtype: String,
+    pub device: Device,
+    pub dtype: DType,
     pub overrides: RecipeOverrides,
     /// Padded-token budget per forward pass; `None` picks a default for the device.
     pub max_batch_tokens: Option<usize>,
 }
 
-impl Default for EncoderOptions {
-    fn default() -> Self {
-        Self {
-            device: "cpu".into(),
-            dtype: "f32".into(),
-            overrides: RecipeOverrides::default(),
-            max_batch_tokens: None,
-        }
+impl EncoderOptions {
+    /// The padded-token budget these options resolve to.
+    pub fn batch_tokens(&self) -> usize {
+        self.max_batch_tokens
+            .unwrap_or(if self.device.is_cpu() {
+                DEFAULT_MAX_BATCH_TOKENS_CPU
+            } else {
+                DEFAULT_MAX_BATCH_TOKENS_GPU
+            })
+            .max(1)
     }
 }
 
@@ -86,8 +87,8 @@ pub struct ModelInfo {
     pub fingerprint: String,
     pub dim: usize,
     pub vocab_size: usize,
-    pub dtype: String,
-    pub device: String,
+    pub dtype: DType,
+    pub device: Device,
     #[serde(flatten)]
     pub recipe: Recipe,
 }
@@ -103,141 +104,117 @@ pub struct Encoder {
     max_batch_tokens: usize,
 }
 
-pub fn parse_device(spec: &str) -> Result<Device> {
-    match spec {
-        "cpu" => Ok(Device::Cpu),
-        s if s == "cuda" || s.starts_with("cuda:") => {
-            let ordinal: usize = match s.strip_prefix("cuda:") {
-                Some(n) => n
-                    .parse()
-                    .with_context(|| format!("--device {s:?}: expected cuda:N"))?,
-                None => 0,
-            };
-            #[cfg(feature = "cuda")]
-            {
-                Device::new_cuda(ordinal).with_context(|| format!("opening CUDA device {ordinal}"))
-            }
-            #[cfg(not(feature = "cuda"))]
-            {
-                let _ = ordinal;
-                bail!(
-                    "--device {s}: this build has no CUDA support; rebuild with `--features cuda`"
-                )
-            }
-        }
-        other => bail!("--device {other:?}: expected cpu or cuda:N"),
-    }
+/// What a checkpoint says about itself, read without touching the weights: enough to write or
+/// check a manifest (fingerprint, recipe, dim) before paying for a model load.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// As given (folder or hub id).
+    pub model: String,
+    pub dir: std::path::PathBuf,
+    pub files: ModelFiles,
+    pub config: serde_json::Value,
+    pub architecture: Architecture,
+    pub recipe: Recipe,
+    pub fingerprint: String,
+    pub dim: usize,
+    pub vocab_size: usize,
 }
 
-pub fn parse_dtype(spec: &str) -> Result<DType> {
-    match spec {
-        "f32" => Ok(DType::F32),
-        "bf16" => Ok(DType::BF16),
-        "f16" => Ok(DType::F16),
-        other => bail!("--dtype {other:?}: expected f32, bf16 or f16"),
+impl Checkpoint {
+    /// Locate a model folder (see [`source::resolve_model_dir`]) and resolve its recipe.
+    pub fn open(model: &str, overrides: &RecipeOverrides) -> Result<Self> {
+        Self::open_checked(model, overrides, |_| Ok(()))
+    }
+
+    /// Like [`Checkpoint::open`], but `check` sees the fingerprint first, before anything else
+    /// is read: a manifest refuses another model by its identity, not by a confusing recipe error.
+    pub fn open_checked(
+        model: &str,
+        overrides: &RecipeOverrides,
+        check: impl FnOnce(&str) -> Result<()>,
+    ) -> Result<Self> {
+        let dir = source::resolve_model_dir(model)?;
+        let files = source::locate_files(&dir)?;
+        let fingerprint = fingerprint(&files)?;
+        check(&fingerprint)?;
+        let config = recipe::read_json(&files.config)?;
+        let architecture = recipe::detect_architecture(&files.config, &config)?;
+        let recipe = recipe::resolve_recipe(&files, &config, architecture, overrides)?;
+        let number = |key: &str| -> Result<usize> {
+            config
+                .get(key)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .with_context(|| format!("{}: missing \"{key}\"", files.config.display()))
+        };
+        Ok(Self {
+            model: model.to_string(),
+            fingerprint,
+            dim: number("hidden_size")?,
+            vocab_size: number("vocab_size")?,
+            dir,
+            files,
+            config,
+            architecture,
+            recipe,
+        })
+    }
+
+    /// The model description a manifest records for these options.
+    pub fn info(&self, opts: &EncoderOptions) -> ModelInfo {
+        ModelInfo {
+            model: self.model.clone(),
+            path: self.dir.display().to_string(),
+            fingerprint: self.fingerprint.clone(),
+            dim: self.dim,
+            vocab_size: self.vocab_size,
+            dtype: opts.dtype,
+            device: opts.device,
+            recipe: self.recipe.clone(),
+        }
     }
 }
 
 impl Encoder {
-    /// Load a model from a folder or hub id (see [`source::resolve_model_dir`]).
+    /// Load a model from a folder or hub id.
     pub fn load(model: &str, opts: &EncoderOptions) -> Result<Self> {
-        let dir = source::resolve_model_dir(model)?;
-        let files = source::locate_files(&dir)?;
-        let config = recipe::read_json(&files.config)?;
-        let architecture = recipe::detect_architecture(&files.config, &config)?;
-        let recipe = recipe::resolve_recipe(&files, &config, architecture, &opts.overrides)?;
-        let device = parse_device(&opts.device)?;
-        let dtype = parse_dtype(&opts.dtype)?;
+        Self::from_checkpoint(&Checkpoint::open(model, &opts.overrides)?, opts)
+    }
 
-        let mut tokenizer = Tokenizer::from_file(&files.tokenizer).map_err(|e| {
-            anyhow::anyhow!("{}: cannot load tokenizer: {e}", files.tokenizer.display())
-        })?;
-        // Padding and truncation stored in tokenizer.json (all-MiniLM-L6-v2 ships Fixed(128))
-        // would silently change vectors: we pad ourselves and truncate at the recipe's length.
-        tokenizer.with_padding(None);
-        let reserve_eos = usize::from(recipe.append_eos);
-        tokenizer
-            .with_truncation(Some(TruncationParams {
-                max_length: recipe.max_length - reserve_eos,
-                strategy: TruncationStrategy::LongestFirst,
-                stride: 0,
-                direction: TruncationDirection::Right,
-            }))
-            .map_err(|e| anyhow::anyhow!("setting truncation: {e}"))?;
-
-        let config_vocab = config
-            .get("vocab_size")
-            .and_then(|v| v.as_u64())
-            .with_context(|| format!("{}: missing \"vocab_size\"", files.config.display()))?
-            as usize;
-        let tok_vocab = tokenizer.get_vocab_size(true);
-        if tok_vocab > config_vocab {
-            bail!(
-                "{} has {tok_vocab} tokens but {} says vocab_size {config_vocab}: \
-                 the tokenizer does not belong to this model",
-                files.tokenizer.display(),
-                files.config.display()
-            );
-        }
-
-        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&files.weights, dtype, &device) }
-            .with_context(|| format!("opening weights in {}", dir.display()))?;
-        let backbone = match architecture {
-            Architecture::Llama => {
-                let cfg: llama::LlamaConfig = serde_json::from_value(config.clone())
-                    .with_context(|| format!("{}: not a Llama config", files.config.display()))?;
-                Backbone::Llama(
-                    llama::LlamaEncoder::load(vb, cfg)
-                        .with_context(|| format!("loading Llama weights from {}", dir.display()))?,
-                )
-            }
-            Architecture::Bert => Backbone::Bert(
-                bert::BertEncoder::load(vb, &config)
-                    .with_context(|| format!("loading BERT weights from {}", dir.display()))?,
-            ),
-        };
+    /// Load the tokenizer and weights of an opened checkpoint.
+    pub fn from_checkpoint(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Self> {
+        let tokenizer = load_tokenizer(ck)?;
+        let backbone = load_backbone(ck, opts)?;
         let dim = match &backbone {
             Backbone::Llama(m) => m.hidden_size(),
             Backbone::Bert(m) => m.hidden_size(),
         };
-
-        let eos_id = special_token_id(&files, &config, &tokenizer, "eos");
-        if recipe.append_eos && eos_id.is_none() {
+        if dim != ck.dim {
             bail!(
-                "--append-eos: no eos_token_id in {} and no eos_token in tokenizer_config.json",
-                files.config.display()
+                "{}: hidden_size {} but the weights give {dim}",
+                ck.files.config.display(),
+                ck.dim
             );
         }
-        let pad_id = special_token_id(&files, &config, &tokenizer, "pad")
+        let eos_id = special_token_id(&ck.files, &ck.config, &tokenizer, "eos");
+        if ck.recipe.append_eos && eos_id.is_none() {
+            bail!(
+                "--append-eos: no eos_token_id in {} and no eos_token in tokenizer_config.json",
+                ck.files.config.display()
+            );
+        }
+        let pad_id = special_token_id(&ck.files, &ck.config, &tokenizer, "pad")
             .or(eos_id)
             .unwrap_or(0);
-
-        let info = ModelInfo {
-            model: model.to_string(),
-            path: dir.display().to_string(),
-            fingerprint: fingerprint(&files)?,
-            dim,
-            vocab_size: config_vocab,
-            dtype: opts.dtype.clone(),
-            device: opts.device.clone(),
-            recipe: recipe.clone(),
-        };
         Ok(Self {
-            info,
-            recipe,
+            info: ck.info(opts),
+            recipe: ck.recipe.clone(),
             tokenizer,
             backbone,
             eos_id,
             pad_id,
-            vocab_size: config_vocab,
-            max_batch_tokens: opts
-                .max_batch_tokens
-                .unwrap_or(if opts.device == "cpu" {
-                    DEFAULT_MAX_BATCH_TOKENS_CPU
-                } else {
-                    DEFAULT_MAX_BATCH_TOKENS_GPU
-                })
-                .max(1),
+            vocab_size: ck.vocab_size,
+            max_batch_tokens: opts.batch_tokens(),
         })
     }
 
@@ -321,7 +298,7 @@ impl Encoder {
         } else {
             pooled
         };
-        Ok(pooled.to_dtype(DType::F32)?.to_vec2::<f32>()?)
+        Ok(pooled.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
     }
 
     /// Tokenise, batch by length under the token budget, embed; results in input order.
@@ -353,6 +330,58 @@ impl Encoder {
             truncated: tokenized.iter().filter(|t| t.truncated).count(),
         })
     }
+}
+
+/// The model's tokenizer with our padding and truncation (never the ones stored in the file).
+fn load_tokenizer(ck: &Checkpoint) -> Result<Tokenizer> {
+    let path = &ck.files.tokenizer;
+    let mut tokenizer = Tokenizer::from_file(path)
+        .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
+    // Padding and truncation stored in tokenizer.json (all-MiniLM-L6-v2 ships Fixed(128))
+    // would silently change vectors: we pad ourselves and truncate at the recipe's length.
+    tokenizer.with_padding(None);
+    let reserve_eos = usize::from(ck.recipe.append_eos);
+    tokenizer
+        .with_truncation(Some(TruncationParams {
+            max_length: ck.recipe.max_length - reserve_eos,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| anyhow::anyhow!("setting truncation: {e}"))?;
+    let tok_vocab = tokenizer.get_vocab_size(true);
+    if tok_vocab > ck.vocab_size {
+        bail!(
+            "{} has {tok_vocab} tokens but {} says vocab_size {}: \
+             the tokenizer does not belong to this model",
+            path.display(),
+            ck.files.config.display(),
+            ck.vocab_size
+        );
+    }
+    Ok(tokenizer)
+}
+
+fn load_backbone(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Backbone> {
+    let device = opts.device.open()?;
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(&ck.files.weights, opts.dtype.to_candle(), &device)
+    }
+    .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
+    Ok(match ck.architecture {
+        Architecture::Llama => {
+            let cfg: llama::LlamaConfig = serde_json::from_value(ck.config.clone())
+                .with_context(|| format!("{}: not a Llama config", ck.files.config.display()))?;
+            Backbone::Llama(
+                llama::LlamaEncoder::load(vb, cfg)
+                    .with_context(|| format!("loading Llama weights from {}", ck.dir.display()))?,
+            )
+        }
+        Architecture::Bert => Backbone::Bert(
+            bert::BertEncoder::load(vb, &ck.config)
+                .with_context(|| format!("loading BERT weights from {}", ck.dir.display()))?,
+        ),
+    })
 }
 
 /// Token id of `eos`/`pad` from config.json, else from tokenizer_config.json's token string.

@@ -30,14 +30,14 @@ pub const SUPPORTED_ARCHITECTURES: &str = "llama (model_type \"llama\" or \"llam
      LlamaModel, LlamaForCausalLM, LlamaBidirectionalModel) and bert (model_type \"bert\": BertModel, \
      e.g. all-MiniLM-L6-v2, bge)";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Attention {
     Causal,
     Bidirectional,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Pooling {
     Mean,
@@ -45,19 +45,24 @@ pub enum Pooling {
     Cls,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PaddingSide {
     Left,
     Right,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum TextKind {
     Query,
     Document,
 }
+
+crate::named_enum!(Attention { Causal => "causal", Bidirectional => "bidirectional" });
+crate::named_enum!(Pooling { Mean => "mean", Last => "last", Cls => "cls" });
+crate::named_enum!(PaddingSide { Left => "left", Right => "right" });
+crate::named_enum!(TextKind { Query => "query", Document => "document" });
 
 /// Everything that decides what vector a text gets. Stored in every manifest so that stages
 /// never mix vectors made by different recipes.

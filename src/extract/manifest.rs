@@ -6,73 +6,184 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
-use super::plan::{Column, InputFile, Rejection, TextSpec};
+use super::plan::{Column, InputFile, Plan, Rejection, TextSpec};
 use super::shard::shard_name;
-use super::ExtractConfig;
-use crate::encoder::{ModelInfo, Recipe};
-use crate::output::write_atomically;
+use crate::encoder::{DType, ModelInfo, Recipe};
+use crate::fsio::write_atomically;
 
 pub const FORMAT: &str = "exemplar.embeddings.v1";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExtractManifest {
+/// Everything that decides the vectors and their layout: two runs with the same identity are
+/// parts of one job (a resume, or another node of a Slurm array); any difference refuses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExtractIdentity {
     pub format: String,
-    pub model: String,
-    pub model_path: String,
     pub model_fingerprint: String,
     pub recipe: Recipe,
     pub dim: usize,
-    pub dtype: String,
+    pub dtype: DType,
+    /// Batches decide padding, and padding moves the last bits of a vector: a resumed shard
+    /// must be cut into the same batches to stay bit-identical.
+    #[serde(default)]
+    pub max_batch_tokens: usize,
     pub inputs: Vec<InputFile>,
     pub text: TextSpec,
     pub columns: Vec<Column>,
     pub shards: usize,
     pub rows_per_shard: Vec<usize>,
+}
+
+/// Where two identities part: the dotted field name and both values as compact JSON.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Difference {
+    pub field: String,
+    pub ours: String,
+    pub theirs: String,
+}
+
+impl ExtractIdentity {
+    /// The first field (dotted inside the recipe and text spec, e.g. `recipe.pooling`) where
+    /// `self` and `other` differ, in the order a user would look for it.
+    pub fn first_difference(&self, other: &Self) -> Option<Difference> {
+        use erased::Json;
+        let (a, b) = (self, other);
+        // Compared typed; serialised only to describe the field that differs.
+        let checks: [(&str, bool, &dyn Json, &dyn Json); 11] = [
+            ("format", a.format != b.format, &a.format, &b.format),
+            (
+                "model_fingerprint",
+                a.model_fingerprint != b.model_fingerprint,
+                &a.model_fingerprint,
+                &b.model_fingerprint,
+            ),
+            ("recipe", a.recipe != b.recipe, &a.recipe, &b.recipe),
+            ("dim", a.dim != b.dim, &a.dim, &b.dim),
+            ("dtype", a.dtype != b.dtype, &a.dtype, &b.dtype),
+            (
+                "max_batch_tokens",
+                a.max_batch_tokens != b.max_batch_tokens,
+                &a.max_batch_tokens,
+                &b.max_batch_tokens,
+            ),
+            ("inputs", a.inputs != b.inputs, &a.inputs, &b.inputs),
+            ("text", a.text != b.text, &a.text, &b.text),
+            ("columns", a.columns != b.columns, &a.columns, &b.columns),
+            ("shards", a.shards != b.shards, &a.shards, &b.shards),
+            (
+                "rows_per_shard",
+                a.rows_per_shard != b.rows_per_shard,
+                &a.rows_per_shard,
+                &b.rows_per_shard,
+            ),
+        ];
+        let (name, _, x, y) = checks.into_iter().find(|c| c.1)?;
+        Some(describe(name, x.json(), y.json()))
+    }
+}
+
+/// Name the differing field, one level down inside objects (`recipe.pooling`).
+fn describe(name: &str, a: serde_json::Value, b: serde_json::Value) -> Difference {
+    if let (Some(ao), Some(bo)) = (a.as_object(), b.as_object()) {
+        if let Some(k) = ao
+            .keys()
+            .chain(bo.keys())
+            .find(|k| ao.get(*k) != bo.get(*k))
+        {
+            let value = |o: &serde_json::Map<String, serde_json::Value>| {
+                clip(&o.get(k).cloned().unwrap_or_default().to_string())
+            };
+            return Difference {
+                field: format!("{name}.{k}"),
+                ours: value(ao),
+                theirs: value(bo),
+            };
+        }
+    }
+    Difference {
+        field: name.to_string(),
+        ours: clip(&a.to_string()),
+        theirs: clip(&b.to_string()),
+    }
+}
+
+/// Object-safe "serialise me to JSON" for the field comparison above.
+mod erased {
+    pub trait Json {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl<T: serde::Serialize> Json for T {
+        fn json(&self) -> serde_json::Value {
+            // Plain data (strings, numbers, derived structs) always serialises; a failure
+            // would still be reported, as a null that differs from the other side.
+            serde_json::to_value(self).unwrap_or_default()
+        }
+    }
+}
+
+fn clip(s: &str) -> String {
+    if s.chars().count() > 120 {
+        format!("{}...", s.chars().take(117).collect::<String>())
+    } else {
+        s.to_string()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    /// Some shards have no report yet.
+    InProgress,
+    /// Every shard is written and reported.
+    Complete,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtractManifest {
+    #[serde(flatten)]
+    pub identity: ExtractIdentity,
+    pub model: String,
+    pub model_path: String,
     pub rows: usize,
     pub rejected: usize,
-    /// `in_progress` until every shard has its report, then `complete`.
-    pub status: String,
+    pub status: Status,
     pub completed_shards: Vec<usize>,
     pub created_by: String,
 }
 
-/// Fields that must agree for two runs to be parts of the same job, in the order checked.
-const IDENTITY: &[&str] = &[
-    "format",
-    "model_fingerprint",
-    "recipe",
-    "dim",
-    "dtype",
-    "inputs",
-    "text",
-    "columns",
-    "shards",
-    "rows_per_shard",
-];
+impl std::ops::Deref for ExtractManifest {
+    type Target = ExtractIdentity;
+    fn deref(&self) -> &ExtractIdentity {
+        &self.identity
+    }
+}
 
 impl ExtractManifest {
-    pub fn new(info: &ModelInfo, cfg: &ExtractConfig, plan: &super::plan::Plan) -> Self {
+    pub fn new(info: &ModelInfo, max_batch_tokens: usize, text: &TextSpec, plan: &Plan) -> Self {
         Self {
-            format: FORMAT.into(),
+            identity: ExtractIdentity {
+                format: FORMAT.into(),
+                model_fingerprint: info.fingerprint.clone(),
+                recipe: info.recipe.clone(),
+                dim: info.dim,
+                dtype: info.dtype,
+                max_batch_tokens,
+                inputs: plan.inputs.clone(),
+                text: text.clone(),
+                columns: plan.columns.clone(),
+                shards: plan.rows_per_shard.len(),
+                rows_per_shard: plan.rows_per_shard.clone(),
+            },
             model: info.model.clone(),
             model_path: info.path.clone(),
-            model_fingerprint: info.fingerprint.clone(),
-            recipe: info.recipe.clone(),
-            dim: info.dim,
-            dtype: info.dtype.clone(),
-            inputs: plan.inputs.clone(),
-            text: cfg.text.clone(),
-            columns: plan.columns.clone(),
-            shards: cfg.shards,
-            rows_per_shard: plan.rows_per_shard.clone(),
             rows: plan.rows_per_shard.iter().sum(),
             rejected: plan.rejected.len(),
-            status: "in_progress".into(),
+            status: Status::InProgress,
             completed_shards: Vec::new(),
             created_by: format!("exemplar {}", env!("CARGO_PKG_VERSION")),
         }
     }
 
+    /// Read a manifest; a missing, misspelt or mistyped field is refused by name.
     pub fn read(path: &Path) -> Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -86,42 +197,6 @@ impl ExtractManifest {
             w.write_all(b"\n")?;
             Ok(())
         })
-    }
-
-    /// The first identity field (dotted, e.g. `recipe.pooling`) where `self` and `other` differ.
-    pub fn first_difference(&self, other: &Self) -> Option<String> {
-        let a = serde_json::to_value(self).ok()?;
-        let b = serde_json::to_value(other).ok()?;
-        for key in IDENTITY {
-            if a[key] != b[key] {
-                if let (Some(ao), Some(bo)) = (a[key].as_object(), b[key].as_object()) {
-                    for (k, v) in ao {
-                        if bo.get(k) != Some(v) {
-                            return Some(format!("{key}.{k}"));
-                        }
-                    }
-                }
-                return Some(key.to_string());
-            }
-        }
-        None
-    }
-
-    /// A dotted field's value as compact JSON, for error messages.
-    pub fn field_value(&self, dotted: &str) -> String {
-        let mut v = serde_json::to_value(self).unwrap_or_default();
-        for part in dotted.split('.') {
-            v = v[part].take();
-        }
-        let s = v.to_string();
-        if s.len() > 120 {
-            format!(
-                "{}...",
-                &s[..s.char_indices().nth(117).map_or(s.len(), |(i, _)| i)]
-            )
-        } else {
-            s
-        }
     }
 }
 
@@ -152,7 +227,7 @@ pub fn finalize(dir: &Path, manifest: &ExtractManifest) -> Result<usize> {
         .filter(|&k| shard_complete(dir, k, m.shards))
         .collect();
     if m.completed_shards.len() == m.shards {
-        m.status = "complete".into();
+        m.status = Status::Complete;
     }
     m.write(&dir.join("manifest.json"))?;
     // Only removed once empty: another node may still be filling its own shard's parts.

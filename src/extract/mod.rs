@@ -1,22 +1,25 @@
 //! `embed extract`: sharded, resumable embedding of a corpus into Parquet shards plus a manifest.
 //!
-//! Flow: a model-free planning pass validates every record and fixes the schema and the split;
-//! then each shard runs a three-stage pipeline (read + tokenise → forward pass → write) on its
-//! own threads, so the model does not wait on I/O. Shards commit part files every
-//! `--checkpoint-rows` rows and are merged into their final file at the end.
+//! Flow: check the flags, read what the checkpoint says about itself (no weights), scan the
+//! inputs once without a model (validate every record, fix the schema and the split), and
+//! refuse a mismatched output folder — all before any model is loaded. Then one worker per
+//! device takes shards from a queue; each shard runs a three-stage pipeline (read + tokenise →
+//! forward pass → write) on its own threads, so the model does not wait on I/O. Shards commit
+//! part files every `--checkpoint-rows` rows and are merged into their final file at the end.
 
 pub mod manifest;
 pub mod plan;
 pub mod shard;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::Mutex;
 use std::time::Instant;
 
-use crate::encoder::{Encoder, EncoderOptions, TextKind};
+use crate::encoder::{Checkpoint, Device, Encoder, EncoderOptions, TextKind, Tokenized};
+use crate::progress::{Progress, Task};
 use manifest::{ExtractManifest, ShardReport};
 use plan::{Plan, TextSpec};
 use shard::{shard_name, Row};
@@ -31,16 +34,18 @@ pub struct ExtractConfig {
     pub inputs: Vec<PathBuf>,
     pub out: PathBuf,
     pub model: String,
+    /// Recipe, dtype and batch budget; its `device` is replaced by each worker's own.
     pub encoder: EncoderOptions,
+    /// One worker per entry, each with its own copy of the model (`cpu,cpu` is two CPU workers
+    /// sharing the cores).
+    pub devices: Vec<Device>,
     pub text: TextSpec,
     pub shards: usize,
     /// `None`: run every shard here.
     pub shard_ids: Option<Vec<usize>>,
-    pub workers: usize,
     pub checkpoint_rows: usize,
     pub skip_bad: bool,
     pub force: bool,
-    pub quiet: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -55,166 +60,68 @@ pub struct ExtractSummary {
     pub seconds: f64,
 }
 
-/// `--shard-id auto`: the array index a scheduler gives each task.
-pub fn shard_id_from_env() -> Result<usize> {
-    for var in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
-        if let Ok(v) = std::env::var(var) {
-            return v
-                .trim()
-                .parse()
-                .with_context(|| format!("{var}={v:?} is not a shard number"));
+/// `--shard-id auto`: the shards this process should run, from the scheduler's environment.
+/// An array task (Slurm array, Kubernetes indexed job) runs the one shard of its index; a rank of
+/// a multi-process launch (`srun`, `torchrun`) runs every `world`-th shard from its rank.
+pub fn shard_ids_from_env(shards: usize) -> Result<Vec<usize>> {
+    let var = |name: &str| -> Result<Option<usize>> {
+        match std::env::var(name) {
+            Ok(v) => Ok(Some(v.trim().parse().with_context(|| {
+                format!("{name}={v:?} is not a non-negative number")
+            })?)),
+            Err(_) => Ok(None),
+        }
+    };
+    for name in ["SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX"] {
+        if let Some(k) = var(name)? {
+            return Ok(vec![k]);
         }
     }
-    bail!("--shard-id auto: neither SLURM_ARRAY_TASK_ID nor JOB_COMPLETION_INDEX is set")
+    let ranked = [
+        ("SLURM_PROCID", "SLURM_NTASKS"),
+        ("RANK", "WORLD_SIZE"),
+        ("LOCAL_RANK", "LOCAL_WORLD_SIZE"),
+    ];
+    for (rank, world) in ranked {
+        if let Some(r) = var(rank)? {
+            let w = var(world)?.unwrap_or(shards).max(1);
+            if r >= w {
+                bail!("{rank}={r} is not below {world}={w}");
+            }
+            return Ok((r..shards).step_by(w).collect());
+        }
+    }
+    bail!(
+        "--shard-id auto: none of SLURM_ARRAY_TASK_ID, JOB_COMPLETION_INDEX, SLURM_PROCID, RANK \
+         or LOCAL_RANK is set"
+    )
 }
 
-pub fn run(cfg: &ExtractConfig) -> Result<ExtractSummary> {
+pub fn run(cfg: &ExtractConfig, progress: &dyn Progress) -> Result<ExtractSummary> {
     let start = Instant::now();
-    if cfg.shards == 0 {
-        bail!("--shards must be at least 1");
-    }
-    if cfg.checkpoint_rows == 0 {
-        bail!("--checkpoint-rows must be at least 1");
-    }
-    let shard_ids = match &cfg.shard_ids {
-        Some(ids) => {
-            for &k in ids {
-                if k >= cfg.shards {
-                    bail!(
-                        "--shard-id {k} is out of range for --shards {} (0..{})",
-                        cfg.shards,
-                        cfg.shards - 1
-                    );
-                }
-            }
-            ids.clone()
-        }
-        None => (0..cfg.shards).collect(),
-    };
-    let workers = cfg.workers.clamp(1, shard_ids.len().max(1));
-
-    let multi = MultiProgress::new();
-    if cfg.quiet {
-        multi.set_draw_target(ProgressDrawTarget::hidden());
-    }
-    let log = |msg: String| {
-        if cfg.quiet {
-            eprintln!("{msg}");
-        } else {
-            let _ = multi.println(msg);
-        }
-    };
-
-    let first_encoder = Encoder::load(&cfg.model, &cfg.encoder)?;
-    let scan = multi.add(ProgressBar::new_spinner());
-    scan.set_style(
-        ProgressStyle::with_template("{spinner} checking input: {pos} records ({per_sec})")
-            .expect("static"),
-    );
-    let plan = plan::plan(&cfg.inputs, &cfg.text, cfg.shards, cfg.skip_bad, || {
-        scan.inc(1)
-    })?;
-    scan.finish_and_clear();
+    let shard_ids = check_config(cfg)?;
+    // Cheap refusals first: the checkpoint's own description, the input scan and the output
+    // folder's manifest are all checked before any weights are read.
+    let checkpoint = Checkpoint::open(&cfg.model, &cfg.encoder.overrides)?;
+    let plan = scan_inputs(cfg, progress)?;
     let total_rows: usize = plan.rows_per_shard.iter().sum();
     if total_rows == 0 {
         bail!("no usable records in {:?}", cfg.inputs);
     }
-
-    let manifest = ExtractManifest::new(first_encoder.info(), cfg, &plan);
+    let info = checkpoint.info(&cfg.encoder);
+    let manifest = ExtractManifest::new(&info, cfg.encoder.batch_tokens(), &cfg.text, &plan);
     prepare_out_dir(cfg, &manifest)?;
     if !plan.rejected.is_empty() {
         manifest::write_rejected(&cfg.out, &plan.rejected)?;
-        log(format!(
+        progress.log(&format!(
             "{} records set aside with their reasons in {}",
             plan.rejected.len(),
             cfg.out.join("rejected.jsonl").display()
         ));
     }
-
-    let pending: VecDeque<usize> = shard_ids
-        .iter()
-        .copied()
-        .filter(|&k| {
-            let done = manifest::shard_complete(&cfg.out, k, cfg.shards);
-            if done {
-                log(format!("{} is already complete", shard_name(k, cfg.shards)));
-            }
-            !done
-        })
-        .collect();
-    let todo_rows: usize = pending.iter().map(|&k| plan.rows_per_shard[k]).sum();
-    let total = multi.add(ProgressBar::new(todo_rows as u64));
-    total.set_style(
-        ProgressStyle::with_template(
-            "total    [{elapsed_precise}] {bar:30} {pos}/{len} texts ({per_sec}, eta {eta}) {msg}",
-        )
-        .expect("static"),
-    );
-
-    let queue = Mutex::new(pending);
-    let totals = Mutex::new((0usize, 0usize)); // (rows, tokens) embedded in this run
-    let first_encoder = Mutex::new(Some(first_encoder));
-    let threads_per_worker =
-        (std::thread::available_parallelism().map_or(1, |n| n.get()) / workers).max(1);
-    let errors: Mutex<Vec<anyhow::Error>> = Mutex::new(Vec::new());
-
-    std::thread::scope(|s| {
-        for w in 0..workers {
-            let (queue, totals, first_encoder, errors, plan, multi, total) = (
-                &queue,
-                &totals,
-                &first_encoder,
-                &errors,
-                &plan,
-                &multi,
-                &total,
-            );
-            s.spawn(move || {
-                let work = || -> Result<()> {
-                    let encoder = match first_encoder.lock().unwrap().take() {
-                        Some(e) => e,
-                        None => Encoder::load(&cfg.model, &cfg.encoder)?,
-                    };
-                    let pool = rayon::ThreadPoolBuilder::new()
-                        .num_threads(threads_per_worker)
-                        .build()?;
-                    loop {
-                        let Some(k) = queue.lock().unwrap().pop_front() else {
-                            return Ok(());
-                        };
-                        if !errors.lock().unwrap().is_empty() {
-                            return Ok(());
-                        }
-                        let bar = multi
-                            .insert_before(total, ProgressBar::new(plan.rows_per_shard[k] as u64));
-                        bar.set_style(
-                            ProgressStyle::with_template(&format!(
-                                "worker {w} {} {{bar:30}} {{pos}}/{{len}} ({{per_sec}}) {{msg}}",
-                                shard_name(k, cfg.shards)
-                            ))
-                            .expect("static"),
-                        );
-                        let (rows, tokens) =
-                            pool.install(|| run_shard(cfg, plan, &encoder, k, &bar, total))?;
-                        bar.finish_and_clear();
-                        let mut t = totals.lock().unwrap();
-                        t.0 += rows;
-                        t.1 += tokens;
-                    }
-                };
-                if let Err(e) = work() {
-                    errors.lock().unwrap().push(e);
-                }
-            });
-        }
-    });
-    total.finish_and_clear();
-    if let Some(e) = errors.into_inner().unwrap().into_iter().next() {
-        return Err(e);
-    }
-
+    let pending = pending_shards(cfg, &shard_ids, progress);
+    let (rows_now, tokens_now) = run_workers(cfg, &checkpoint, &plan, pending, progress)?;
     let shards_done = manifest::finalize(&cfg.out, &manifest)?;
-    let (rows_now, tokens_now) = *totals.lock().unwrap();
     Ok(ExtractSummary {
         rows: total_rows,
         rows_embedded_now: rows_now,
@@ -227,236 +134,385 @@ pub fn run(cfg: &ExtractConfig) -> Result<ExtractSummary> {
     })
 }
 
+/// Flag checks that need no file: returns the shards to run here.
+fn check_config(cfg: &ExtractConfig) -> Result<Vec<usize>> {
+    if cfg.shards == 0 {
+        bail!("--shards must be at least 1");
+    }
+    if cfg.checkpoint_rows == 0 {
+        bail!("--checkpoint-rows must be at least 1");
+    }
+    if cfg.devices.is_empty() {
+        bail!("no device to run on: give --device, --workers or --devices");
+    }
+    let Some(ids) = &cfg.shard_ids else {
+        return Ok((0..cfg.shards).collect());
+    };
+    if let Some(k) = ids.iter().find(|&&k| k >= cfg.shards) {
+        bail!(
+            "--shard-id {k} is out of range for --shards {} (0..{})",
+            cfg.shards,
+            cfg.shards - 1
+        );
+    }
+    Ok(ids.clone())
+}
+
+/// The model-free first pass over the inputs (see [`plan::plan`]).
+fn scan_inputs(cfg: &ExtractConfig, progress: &dyn Progress) -> Result<Plan> {
+    let scan = progress.task("checking input", None, "records");
+    plan::plan(&cfg.inputs, &cfg.text, cfg.shards, cfg.skip_bad, || {
+        scan.inc(1)
+    })
+}
+
 /// Create the output folder and its manifest, or check that an existing one describes the same
 /// job (`--force` starts over instead).
 fn prepare_out_dir(cfg: &ExtractConfig, manifest: &ExtractManifest) -> Result<()> {
     std::fs::create_dir_all(&cfg.out).with_context(|| format!("creating {}", cfg.out.display()))?;
     let path = cfg.out.join("manifest.json");
     if path.exists() {
-        if cfg.force {
-            manifest::clear(&cfg.out)?;
-        } else {
+        if !cfg.force {
             let existing = ExtractManifest::read(&path)?;
-            if let Some(field) = existing.first_difference(manifest) {
+            if let Some(d) = existing.identity.first_difference(&manifest.identity) {
                 bail!(
-                    "{} was made by a different job: field {field} differs ({} there, {} now). \
+                    "{} was made by a different job: field {} differs ({} there, {} now). \
                      Use another --out, or --force to start over",
                     path.display(),
-                    existing.field_value(&field),
-                    manifest.field_value(&field)
+                    d.field,
+                    d.ours,
+                    d.theirs
                 );
             }
             return Ok(());
         }
+        manifest::clear(&cfg.out)?;
     }
     manifest.write(&path)
 }
 
-/// Embed one shard, resuming after its committed parts. Returns (rows, tokens) embedded now.
-fn run_shard(
+/// The requested shards that are not complete yet, in order.
+fn pending_shards(cfg: &ExtractConfig, ids: &[usize], progress: &dyn Progress) -> Vec<usize> {
+    ids.iter()
+        .copied()
+        .filter(|&k| {
+            let done = manifest::shard_complete(&cfg.out, k, cfg.shards);
+            if done {
+                progress.log(&format!(
+                    "{} is already complete",
+                    shard_name(k, cfg.shards)
+                ));
+            }
+            !done
+        })
+        .collect()
+}
+
+/// Run the pending shards on one worker per device, each taking the next shard as it frees up.
+/// Returns (rows, tokens) embedded in this run. The first error stops every worker after its
+/// current shard.
+fn run_workers(
     cfg: &ExtractConfig,
+    checkpoint: &Checkpoint,
     plan: &Plan,
-    encoder: &Encoder,
-    k: usize,
-    bar: &ProgressBar,
-    total: &ProgressBar,
+    pending: Vec<usize>,
+    progress: &dyn Progress,
 ) -> Result<(usize, usize)> {
-    let n = cfg.shards;
-    let parts_dir = cfg.out.join(".parts").join(shard_name(k, n));
-    std::fs::create_dir_all(&parts_dir)?;
-    let parts = shard::committed_parts(&parts_dir)?;
-    let mut done = 0;
-    for p in &parts {
-        done += shard::parquet_rows(p)?;
-    }
-    bar.set_position(done as u64);
-    let dim = encoder.dim();
-    let schema = shard::schema(dim, &plan.columns);
-    let chunk_rows = cfg.checkpoint_rows.min(MAX_CHUNK_ROWS);
-    let started = Instant::now();
-
-    let (to_model, from_reader) =
-        std::sync::mpsc::sync_channel::<Result<(Vec<Row>, Vec<crate::encoder::Tokenized>)>>(2);
-    let (to_writer, from_model) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
-    let spec = &cfg.text;
-
-    let (rows_now, tokens_now) = std::thread::scope(|s| -> Result<(usize, usize)> {
-        // Stage 1: read this shard's records (after the committed ones) and tokenise them.
-        let reader = s.spawn(move || {
-            let mut skip = done;
-            let mut chunk: Vec<Row> = Vec::with_capacity(chunk_rows);
-            let send = |chunk: Vec<Row>| -> bool {
-                let texts: Vec<String> = chunk
-                    .iter()
-                    .map(|r| spec.apply(&r.fields).map(|(_, t)| t).unwrap_or_default())
-                    .collect();
-                let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let tokenized = encoder.tokenize(&refs, TextKind::Document);
-                to_model.send(tokenized.map(|t| (chunk, t))).is_ok()
+    let todo_rows: usize = pending.iter().map(|&k| plan.rows_per_shard[k]).sum();
+    let total = progress.task("total", Some(todo_rows as u64), "texts");
+    let devices = &cfg.devices[..cfg.devices.len().min(pending.len().max(1))];
+    let cpu_workers = devices.iter().filter(|d| d.is_cpu()).count().max(1);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let shared = Shared {
+        queue: Mutex::new(pending.into()),
+        totals: Mutex::new((0, 0)),
+        errors: Mutex::new(Vec::new()),
+    };
+    std::thread::scope(|s| {
+        for (w, &device) in devices.iter().enumerate() {
+            // CPU workers split the cores; a GPU worker needs only a thread or two of its own.
+            let threads = if device.is_cpu() {
+                (cores / cpu_workers).max(1)
+            } else {
+                2
             };
-            for raw in crate::corpus::stream_records(&cfg.inputs) {
-                let raw = match raw {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = to_model.send(Err(e));
-                        return;
-                    }
+            let (shared, total) = (&shared, &*total);
+            s.spawn(move || {
+                let worker = Worker {
+                    cfg,
+                    plan,
+                    id: w,
+                    progress,
+                    total,
                 };
-                if plan.rejected_at.contains(&(raw.file.clone(), raw.line)) {
-                    continue;
+                if let Err(e) = worker.run(checkpoint, device, threads, shared) {
+                    shared.errors.lock().unwrap().push(e);
                 }
-                let Ok(fields) = raw.fields else { continue };
-                let Ok((id, _)) = spec.apply(&fields) else {
-                    continue;
-                };
-                if plan::shard_of(&id, n) != k {
-                    continue;
+            });
+        }
+    });
+    if let Some(e) = shared.errors.into_inner().unwrap().into_iter().next() {
+        return Err(e);
+    }
+    let totals = *shared.totals.lock().unwrap();
+    Ok(totals)
+}
+
+/// What the workers share: the shard queue, running totals, and the first errors.
+struct Shared {
+    queue: Mutex<VecDeque<usize>>,
+    totals: Mutex<(usize, usize)>,
+    errors: Mutex<Vec<anyhow::Error>>,
+}
+
+struct Worker<'a> {
+    cfg: &'a ExtractConfig,
+    plan: &'a Plan,
+    id: usize,
+    progress: &'a dyn Progress,
+    total: &'a dyn Task,
+}
+
+impl Worker<'_> {
+    fn run(
+        &self,
+        checkpoint: &Checkpoint,
+        device: Device,
+        threads: usize,
+        shared: &Shared,
+    ) -> Result<()> {
+        let opts = EncoderOptions {
+            device,
+            ..self.cfg.encoder.clone()
+        };
+        let encoder = Encoder::from_checkpoint(checkpoint, &opts)
+            .with_context(|| format!("loading the model on {device}"))?;
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()?;
+        loop {
+            let Some(k) = shared.queue.lock().unwrap().pop_front() else {
+                return Ok(());
+            };
+            if !shared.errors.lock().unwrap().is_empty() {
+                return Ok(());
+            }
+            let label = format!(
+                "worker {} ({device}) {}",
+                self.id,
+                shard_name(k, self.cfg.shards)
+            );
+            let task =
+                self.progress
+                    .task(&label, Some(self.plan.rows_per_shard[k] as u64), "texts");
+            let (rows, tokens) = pool.install(|| self.run_shard(&encoder, k, &*task))?;
+            let mut t = shared.totals.lock().unwrap();
+            t.0 += rows;
+            t.1 += tokens;
+        }
+    }
+
+    /// Embed one shard, resuming after its committed parts. Returns (rows, tokens) embedded now.
+    fn run_shard(&self, encoder: &Encoder, k: usize, task: &dyn Task) -> Result<(usize, usize)> {
+        let n = self.cfg.shards;
+        let parts_dir = self.cfg.out.join(".parts").join(shard_name(k, n));
+        std::fs::create_dir_all(&parts_dir)
+            .with_context(|| format!("creating {}", parts_dir.display()))?;
+        let parts = shard::committed_parts(&parts_dir)?;
+        let mut done = 0;
+        for p in &parts {
+            done += shard::parquet_rows(p)?;
+        }
+        task.set_position(done as u64);
+        let pipeline = Pipeline {
+            cfg: self.cfg,
+            plan: self.plan,
+            encoder,
+            shard: k,
+            chunk_rows: self.cfg.checkpoint_rows.min(MAX_CHUNK_ROWS),
+            parts_dir: &parts_dir,
+        };
+        let counts = pipeline
+            .run(done, parts.len(), task, self.total)
+            .with_context(|| format!("embedding {}", shard_name(k, n)))?;
+        self.finish_shard(k, &parts_dir, encoder.dim())?;
+        Ok(counts)
+    }
+
+    /// All parts are committed: merge them into the final shard file, then record it.
+    fn finish_shard(&self, k: usize, parts_dir: &Path, dim: usize) -> Result<()> {
+        let n = self.cfg.shards;
+        let parts = shard::committed_parts(parts_dir)?;
+        let dest = self.cfg.out.join(format!("{}.parquet", shard_name(k, n)));
+        let schema = shard::schema(dim, &self.plan.columns);
+        let rows = shard::merge_parts(&parts, &dest, &schema)?;
+        if rows != self.plan.rows_per_shard[k] {
+            bail!(
+                "{}: {rows} rows written but the plan has {}; the input changed during the run?",
+                dest.display(),
+                self.plan.rows_per_shard[k]
+            );
+        }
+        manifest::write_shard_report(
+            &self.cfg.out,
+            &ShardReport {
+                shard: k,
+                shards: n,
+                rows,
+                file: format!("{}.parquet", shard_name(k, n)),
+            },
+        )?;
+        std::fs::remove_dir_all(parts_dir).ok();
+        Ok(())
+    }
+}
+
+type Chunk = (Vec<Row>, Vec<Tokenized>);
+
+/// The three stages of one shard: read + tokenise, forward pass, write parts.
+struct Pipeline<'a> {
+    cfg: &'a ExtractConfig,
+    plan: &'a Plan,
+    encoder: &'a Encoder,
+    shard: usize,
+    chunk_rows: usize,
+    parts_dir: &'a Path,
+}
+
+impl Pipeline<'_> {
+    /// Skip the `done` rows already committed (as `parts` part files), embed the rest.
+    fn run(
+        &self,
+        done: usize,
+        parts: usize,
+        task: &dyn Task,
+        total: &dyn Task,
+    ) -> Result<(usize, usize)> {
+        let (to_model, from_reader) = std::sync::mpsc::sync_channel::<Result<Chunk>>(2);
+        let (to_writer, from_model) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
+        std::thread::scope(|s| {
+            let reader = s.spawn(move || self.read_stage(done, to_model));
+            let writer = s.spawn(move || self.write_stage(parts, from_model));
+            let embedded = self.embed_stage(from_reader, to_writer, task, total);
+            let written = writer.join().expect("writer thread panicked");
+            let _ = reader.join();
+            let counts = embedded?;
+            written?;
+            Ok(counts)
+        })
+    }
+
+    /// Stage 1: this shard's records after the committed ones, tokenised a chunk at a time.
+    fn read_stage(&self, mut skip: usize, to_model: SyncSender<Result<Chunk>>) {
+        let spec = &self.cfg.text;
+        let send = |chunk: Vec<Row>| -> bool {
+            let texts: Vec<String> = chunk
+                .iter()
+                .map(|r| spec.apply(&r.fields).map(|(_, t)| t).unwrap_or_default())
+                .collect();
+            let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+            let tokenized = self.encoder.tokenize(&refs, TextKind::Document);
+            to_model.send(tokenized.map(|t| (chunk, t))).is_ok()
+        };
+        let mut chunk: Vec<Row> = Vec::with_capacity(self.chunk_rows);
+        for raw in crate::corpus::stream_records(&self.cfg.inputs) {
+            let raw = match raw {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = to_model.send(Err(e));
+                    return;
                 }
-                if skip > 0 {
-                    skip -= 1;
-                    continue;
-                }
-                chunk.push(Row {
-                    id,
-                    fields,
-                    vector: Vec::new(),
-                });
-                if chunk.len() == chunk_rows
-                    && !send(std::mem::replace(
-                        &mut chunk,
-                        Vec::with_capacity(chunk_rows),
-                    ))
-                {
+            };
+            if self
+                .plan
+                .rejected_at
+                .contains(&(raw.file.clone(), raw.line))
+            {
+                continue;
+            }
+            let Ok(fields) = raw.fields else { continue };
+            let Ok((id, _)) = spec.apply(&fields) else {
+                continue;
+            };
+            if plan::shard_of(&id, self.cfg.shards) != self.shard {
+                continue;
+            }
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            chunk.push(Row {
+                id,
+                fields,
+                vector: Vec::new(),
+            });
+            if chunk.len() == self.chunk_rows {
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(self.chunk_rows));
+                if !send(full) {
                     return;
                 }
             }
-            if !chunk.is_empty() {
-                send(chunk);
-            }
-        });
+        }
+        if !chunk.is_empty() {
+            send(chunk);
+        }
+    }
 
-        // Stage 3: commit part files every `checkpoint_rows` rows.
-        let writer = s.spawn(|| -> Result<()> {
-            let mut part_index = parts.len();
-            let mut pending: Vec<Row> = Vec::new();
-            let commit = |rows: &mut Vec<Row>, index: &mut usize| -> Result<()> {
-                if rows.is_empty() {
-                    return Ok(());
-                }
-                let batch = shard::to_batch(&schema, &plan.columns, dim, rows)?;
-                shard::write_parquet(
-                    &parts_dir.join(format!("part-{:05}.parquet", *index)),
-                    &schema,
-                    &[batch],
-                )?;
-                *index += 1;
-                rows.clear();
-                Ok(())
-            };
-            for chunk in from_model {
-                pending.extend(chunk);
-                // Parts hold whole chunks, so a resumed run re-forms exactly the same batches.
-                if pending.len() + chunk_rows > cfg.checkpoint_rows {
-                    commit(&mut pending, &mut part_index)?;
-                }
-            }
-            commit(&mut pending, &mut part_index)
-        });
-
-        // Stage 2 (this thread): the forward pass.
-        let mut rows_now = 0;
-        let mut tokens_now = 0;
-        let mut failure = None;
+    /// Stage 2 (the calling thread): the forward pass. Returns (rows, tokens) embedded.
+    fn embed_stage(
+        &self,
+        from_reader: Receiver<Result<Chunk>>,
+        to_writer: SyncSender<Vec<Row>>,
+        task: &dyn Task,
+        total: &dyn Task,
+    ) -> Result<(usize, usize)> {
+        let started = Instant::now();
+        let (mut rows_now, mut tokens_now) = (0, 0);
         for item in from_reader {
-            let (mut rows, tokenized) = match item {
-                Ok(x) => x,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            };
-            let encoded = match encoder.encode_tokenized(&tokenized, |_, _| {}) {
-                Ok(e) => e,
-                Err(e) => {
-                    failure = Some(e);
-                    break;
-                }
-            };
+            let (mut rows, tokenized) = item?;
+            let encoded = self.encoder.encode_tokenized(&tokenized, |_, _| {})?;
             for (r, v) in rows.iter_mut().zip(encoded.vectors) {
                 r.vector = v;
             }
             rows_now += rows.len();
             tokens_now += encoded.tokens;
-            bar.inc(rows.len() as u64);
+            task.inc(rows.len() as u64);
             total.inc(rows.len() as u64);
             let secs = started.elapsed().as_secs_f64().max(1e-9);
-            bar.set_message(format!("{:.0} tokens/s", tokens_now as f64 / secs));
+            task.set_message(format!("{:.0} tokens/s", tokens_now as f64 / secs));
             if to_writer.send(rows).is_err() {
-                break;
+                break; // the writer failed; its error is reported by the caller
             }
         }
-        drop(to_writer);
-        let write_result = writer.join().expect("writer thread panicked");
-        let _ = reader.join();
-        if let Some(e) = failure {
-            return Err(e.context(format!("embedding {}", shard_name(k, n))));
-        }
-        write_result?;
         Ok((rows_now, tokens_now))
-    })?;
-
-    // All parts are committed: merge them into the final shard file, then record it.
-    let parts = shard::committed_parts(&parts_dir)?;
-    let dest = cfg.out.join(format!("{}.parquet", shard_name(k, n)));
-    let rows = shard::merge_parts(&parts, &dest, &schema)?;
-    if rows != plan.rows_per_shard[k] {
-        bail!(
-            "{}: {rows} rows written but the plan has {}; the input changed during the run?",
-            dest.display(),
-            plan.rows_per_shard[k]
-        );
     }
-    manifest::write_shard_report(
-        &cfg.out,
-        &ShardReport {
-            shard: k,
-            shards: n,
-            rows,
-            file: dest.file_name().unwrap().to_string_lossy().into_owned(),
-        },
-    )?;
-    std::fs::remove_dir_all(&parts_dir).ok();
-    Ok((rows_now, tokens_now))
-}
 
-/// Read every vector of an extraction (all shards, in shard order): ids and a flat buffer.
-pub fn read_embeddings(dir: &Path) -> Result<(Vec<String>, Vec<f32>, usize)> {
-    use arrow::array::AsArray;
-    use arrow::datatypes::Float32Type;
-    let manifest = manifest::read_complete(dir)?;
-    let mut ids = Vec::new();
-    let mut data = Vec::new();
-    for k in 0..manifest.shards {
-        let path = dir.join(format!("{}.parquet", shard_name(k, manifest.shards)));
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)?
-            .build()?;
-        for batch in reader {
-            let batch = batch?;
-            let id_col = batch
-                .column_by_name("id")
-                .context("no id column")?
-                .as_string::<i32>();
-            ids.extend(id_col.iter().map(|s| s.unwrap_or_default().to_string()));
-            let emb = batch
-                .column_by_name("embedding")
-                .context("no embedding column")?
-                .as_fixed_size_list();
-            data.extend_from_slice(emb.values().as_primitive::<Float32Type>().values());
+    /// Stage 3: commit a part file every `checkpoint_rows` rows.
+    fn write_stage(&self, parts: usize, from_model: Receiver<Vec<Row>>) -> Result<()> {
+        let dim = self.encoder.dim();
+        let schema = shard::schema(dim, &self.plan.columns);
+        let mut index = parts;
+        let mut pending: Vec<Row> = Vec::new();
+        let mut commit = |rows: &mut Vec<Row>| -> Result<()> {
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let batch = shard::to_batch(&schema, &self.plan.columns, dim, rows)?;
+            let path = self.parts_dir.join(format!("part-{index:05}.parquet"));
+            shard::write_parquet(&path, &schema, &[batch])?;
+            index += 1;
+            rows.clear();
+            Ok(())
+        };
+        for chunk in from_model {
+            pending.extend(chunk);
+            // Parts hold whole chunks, so a resumed run re-forms exactly the same batches.
+            if pending.len() + self.chunk_rows > self.cfg.checkpoint_rows {
+                commit(&mut pending)?;
+            }
         }
+        commit(&mut pending)
     }
-    Ok((ids, data, manifest.dim))
 }
 
 pub use manifest::ExtractManifest as Manifest;

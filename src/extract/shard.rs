@@ -19,7 +19,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::plan::{Column, ColumnType};
-use crate::output::temp_path;
 
 pub fn shard_name(k: usize, n: usize) -> String {
     format!("shard-{k:05}-of-{n:05}")
@@ -127,25 +126,15 @@ fn writer_props() -> WriterProperties {
         .build()
 }
 
-/// Write `batches` to `path` atomically (temporary name, fsync, rename).
+/// Write `batches` to `path` atomically (see [`crate::fsio::create_atomically`]).
 pub fn write_parquet(path: &Path, schema: &SchemaRef, batches: &[RecordBatch]) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = (|| -> Result<()> {
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    crate::fsio::create_atomically(path, |file| {
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(writer_props()))?;
         for b in batches {
             w.write(b)?;
         }
-        let file = w.into_inner()?;
-        file.sync_all()?;
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e.context(format!("writing {}", path.display())));
-    }
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming to {}", path.display()))
+        Ok((w.into_inner()?, ()))
+    })
 }
 
 /// Row count of a Parquet file from its footer, without reading the data.
@@ -182,42 +171,26 @@ pub fn committed_parts(parts_dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// Concatenate the part files into the final shard file (atomically), streaming batch by batch.
 pub fn merge_parts(parts: &[PathBuf], dest: &Path, schema: &SchemaRef) -> Result<usize> {
-    let tmp = temp_path(dest);
-    let result = (|| -> Result<usize> {
-        let file =
-            std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    crate::fsio::create_atomically(dest, |file| {
         let mut w = ArrowWriter::try_new(file, schema.clone(), Some(writer_props()))?;
         let mut rows = 0;
         for p in parts {
-            let f = std::fs::File::open(p)?;
+            let f = std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?;
             let reader = ParquetRecordBatchReaderBuilder::try_new(f)
                 .with_context(|| format!("{}: unreadable part", p.display()))?
                 .build()?;
             for batch in reader {
-                let batch = batch?;
+                let batch = batch.with_context(|| format!("reading {}", p.display()))?;
                 rows += batch.num_rows();
                 w.write(&batch)?;
             }
         }
-        let file = w.into_inner()?;
-        file.sync_all()?;
-        Ok(rows)
-    })();
-    match result {
-        Ok(rows) => {
-            std::fs::rename(&tmp, dest)
-                .with_context(|| format!("renaming to {}", dest.display()))?;
-            Ok(rows)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e.context(format!("writing {}", dest.display())))
-        }
-    }
+        Ok((w.into_inner()?, rows))
+    })
 }
 
 /// The `embedding` column of a shard batch as one flat row-major slice, checked against `dim`.
-/// Shared by every reader of shards (index build, plot, read_embeddings).
+/// Shared by every reader of shards (index build, plot).
 pub fn embedding_values<'a>(batch: &'a RecordBatch, dim: usize, path: &Path) -> Result<&'a [f32]> {
     use arrow::array::{Array, AsArray};
     use arrow::datatypes::Float32Type;

@@ -16,19 +16,21 @@
 pub mod exact;
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::RecordBatch;
 use hnsw_rs::prelude::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::encoder::{Checkpoint, Device, Encoder, EncoderOptions, RecipeOverrides};
 use crate::extract::manifest::ExtractManifest;
 use crate::extract::shard::shard_name;
+use crate::fsio::{hash_file, FileDigest};
+use crate::progress::Progress;
 
 pub const FORMAT: &str = "exemplar.index.v1";
 const GRAPH_BASENAME: &str = "graph";
@@ -43,10 +45,48 @@ pub const DEFAULT_EF: usize = 64;
 /// Below this many vectors a full scan is as fast as the graph and exact.
 pub const EXACT_BELOW: usize = 5_000;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct FileEntry {
-    pub bytes: u64,
-    pub sha256: String,
+/// The files of an index, with the size and sha256 each must have.
+const FILES: [&str; 4] = [
+    "vectors.f32",
+    "records.parquet",
+    "graph.hnsw.graph",
+    "graph.hnsw.data",
+];
+
+/// How a query is answered: a full scan, or the graph.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchMethod {
+    Exact,
+    Hnsw,
+}
+crate::named_enum!(SearchMethod { Exact => "exact", Hnsw => "hnsw" });
+
+/// One search: `method: None` lets the index choose by its size (the one rule every caller
+/// shares: exact below [`EXACT_BELOW`] vectors, else the graph).
+#[derive(Debug, Clone, Copy)]
+pub struct SearchOptions<'a> {
+    pub ef: usize,
+    pub method: Option<SearchMethod>,
+    /// Sorted rows that may be returned (a filter); `None` for all.
+    pub allowed: Option<&'a Vec<usize>>,
+}
+
+impl Default for SearchOptions<'_> {
+    fn default() -> Self {
+        Self {
+            ef: DEFAULT_EF,
+            method: None,
+            allowed: None,
+        }
+    }
+}
+
+/// Hits, best first, and how they were found.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Found {
+    pub hits: Vec<Hit>,
+    pub method: SearchMethod,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -66,7 +106,7 @@ pub struct IndexManifest {
     pub build_seconds: f64,
     pub source: String,
     pub embeddings: ExtractManifest,
-    pub files: BTreeMap<String, FileEntry>,
+    pub files: BTreeMap<String, FileDigest>,
 }
 
 pub type Graph = Hnsw<'static, f32, DistL2>;
@@ -91,7 +131,6 @@ pub struct Hit {
 pub struct BuildOptions {
     pub m: usize,
     pub ef_construction: usize,
-    pub quiet: bool,
 }
 
 impl Default for BuildOptions {
@@ -99,7 +138,6 @@ impl Default for BuildOptions {
         Self {
             m: DEFAULT_M,
             ef_construction: DEFAULT_EF_CONSTRUCTION,
-            quiet: false,
         }
     }
 }
@@ -118,46 +156,64 @@ pub fn check_embeddings(dir: &Path) -> Result<ExtractManifest> {
 }
 
 /// Build an index from an extraction folder into `out`, atomically: everything is written to a
-/// temporary sibling folder that replaces `out` only once complete.
-pub fn build(embeddings: &Path, out: &Path, opts: &BuildOptions) -> Result<IndexManifest> {
+/// temporary sibling folder that replaces `out` only once complete. An existing `out` must be
+/// an exemplar index (nothing else is ever replaced) and must not hold the embeddings.
+pub fn build(
+    embeddings: &Path,
+    out: &Path,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<IndexManifest> {
     let start = Instant::now();
     let em = check_embeddings(embeddings)?;
     if opts.m < 2 || opts.m > 255 {
         bail!("--m must be between 2 and 255, got {}", opts.m);
     }
-    let parent = out
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).with_context(|| format!("creating {}", parent.display()))?;
-    let name = out
-        .file_name()
-        .context("--out needs a folder name")?
-        .to_string_lossy()
-        .into_owned();
-    let tmp = parent.join(format!(".{name}.building-{}", std::process::id()));
+    check_out(embeddings, out)?;
+    let tmp = crate::fsio::aside_path(out, "building");
     if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?;
+        std::fs::remove_dir_all(&tmp)?; // ours: a killed build of this very process id
     }
-    std::fs::create_dir_all(&tmp)?;
-    let result = build_into(embeddings, &em, &tmp, opts, start);
-    let manifest = match result {
-        Ok(m) => m,
+    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    match build_into(embeddings, &em, &tmp, opts, start, progress) {
+        Ok(manifest) => {
+            crate::fsio::replace_dir(&tmp, out)?;
+            Ok(manifest)
+        }
         Err(e) => {
             let _ = std::fs::remove_dir_all(&tmp);
-            return Err(e);
+            Err(e)
         }
-    };
-    // Swap in: the old index (if any) stays whole until the new one is complete.
-    if out.exists() {
-        let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-        std::fs::rename(out, &old)?;
-        std::fs::rename(&tmp, out)?;
-        std::fs::remove_dir_all(&old)?;
-    } else {
-        std::fs::rename(&tmp, out)?;
     }
-    Ok(manifest)
+}
+
+/// `--out` may be new or an exemplar index, and never the embeddings folder or inside it.
+fn check_out(embeddings: &Path, out: &Path) -> Result<()> {
+    if out.file_name().is_none() {
+        bail!("--out {}: needs a folder name", out.display());
+    }
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let emb = canon(embeddings);
+    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
+    let out_abs = match parent {
+        Some(p) => canon(p).join(out.file_name().unwrap_or_default()),
+        None => canon(Path::new(".")).join(out),
+    };
+    if out_abs.starts_with(&emb) {
+        bail!(
+            "--out {} is inside --embeddings {}: choose a folder outside the extraction",
+            out.display(),
+            embeddings.display()
+        );
+    }
+    if out.exists() && read_manifest(out).is_err() {
+        bail!(
+            "--out {} exists and is not an exemplar index (no readable manifest.json of ours): \
+             refusing to replace it; choose another --out",
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 fn build_into(
@@ -166,6 +222,7 @@ fn build_into(
     tmp: &Path,
     opts: &BuildOptions,
     start: Instant,
+    progress: &dyn Progress,
 ) -> Result<IndexManifest> {
     let n = em.rows;
     let dim = em.dim;
@@ -176,7 +233,7 @@ fn build_into(
         opts.ef_construction,
         DistL2 {},
     );
-    let bar = crate::cli::progress_bar(n as u64, opts.quiet, "vectors");
+    let bar = progress.task("indexing", Some(n as u64), "vectors");
     let mut vectors_out = std::io::BufWriter::new(std::fs::File::create(tmp.join("vectors.f32"))?);
     let mut records_out: Option<ArrowWriter<std::fs::File>> = None;
     let mut row = 0usize;
@@ -216,7 +273,7 @@ fn build_into(
             bar.inc(rows as u64);
         }
     }
-    bar.finish_and_clear();
+    drop(bar);
     if row != n {
         bail!(
             "{}: shards hold {row} rows, manifest says {n}",
@@ -238,12 +295,7 @@ fn build_into(
         .context("writing the HNSW graph")?;
 
     let mut files = BTreeMap::new();
-    for f in [
-        "vectors.f32",
-        "records.parquet",
-        "graph.hnsw.graph",
-        "graph.hnsw.data",
-    ] {
+    for f in FILES {
         files.insert(f.to_string(), hash_file(&tmp.join(f))?);
     }
     let manifest = IndexManifest {
@@ -261,30 +313,11 @@ fn build_into(
         embeddings: em.clone(),
         files,
     };
-    crate::output::write_atomically(&tmp.join("manifest.json"), |w| {
+    crate::fsio::write_atomically(&tmp.join("manifest.json"), |w| {
         serde_json::to_writer_pretty(&mut *w, &manifest)?;
         Ok(())
     })?;
     Ok(manifest)
-}
-
-fn hash_file(path: &Path) -> Result<FileEntry> {
-    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut bytes = 0u64;
-    loop {
-        let n = f.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        bytes += n as u64;
-        h.update(&buf[..n]);
-    }
-    Ok(FileEntry {
-        bytes,
-        sha256: format!("{:x}", h.finalize()),
-    })
 }
 
 pub fn read_manifest(dir: &Path) -> Result<IndexManifest> {
@@ -347,12 +380,7 @@ impl Index {
                 );
             }
         }
-        for required in [
-            "vectors.f32",
-            "records.parquet",
-            "graph.hnsw.graph",
-            "graph.hnsw.data",
-        ] {
+        for required in FILES {
             if !manifest.files.contains_key(required) {
                 bail!("{}: the manifest lists no {required}", dir.display());
             }
@@ -409,8 +437,28 @@ impl Index {
         &self.vectors[row * self.dim()..(row + 1) * self.dim()]
     }
 
+    /// How a search with `forced` (or none) is answered: the one rule every caller shares.
+    pub fn method_for(&self, forced: Option<SearchMethod>) -> SearchMethod {
+        forced.unwrap_or(if self.len() < EXACT_BELOW {
+            SearchMethod::Exact
+        } else {
+            SearchMethod::Hnsw
+        })
+    }
+
+    /// The k nearest neighbours of `query`, best first, by the method `opts` asks for (or the
+    /// index's size decides).
+    pub fn search(&self, query: &[f32], k: usize, opts: &SearchOptions) -> Found {
+        let method = self.method_for(opts.method);
+        let hits = match method {
+            SearchMethod::Exact => self.search_exact(query, k, opts.allowed),
+            SearchMethod::Hnsw => self.search_hnsw(query, k, opts.ef, opts.allowed),
+        };
+        Found { hits, method }
+    }
+
     /// Approximate k nearest neighbours through the graph, best first.
-    pub fn search(
+    pub fn search_hnsw(
         &self,
         query: &[f32],
         k: usize,
@@ -473,43 +521,15 @@ fn load_graph(dir: &Path) -> Result<Graph> {
 
 pub fn read_records(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
     let file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(file)?.build()?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(file)
+        .with_context(|| format!("{}: not a readable Parquet file", path.display()))?
+        .build()?;
     let mut out = Vec::new();
     for batch in reader {
-        let batch: RecordBatch = batch?;
-        let schema = batch.schema();
-        for i in 0..batch.num_rows() {
-            let mut m = serde_json::Map::new();
-            for (f, col) in schema.fields().iter().zip(batch.columns()) {
-                m.insert(f.name().clone(), cell_json(col.as_ref(), i));
-            }
-            out.push(m);
-        }
+        let batch: RecordBatch = batch.with_context(|| format!("reading {}", path.display()))?;
+        out.extend((0..batch.num_rows()).map(|i| crate::arrow_json::row_json(&batch, i, &[])));
     }
     Ok(out)
-}
-
-fn cell_json(col: &dyn Array, i: usize) -> serde_json::Value {
-    use arrow::datatypes::{DataType, Float64Type, Int64Type};
-    if col.is_null(i) {
-        return serde_json::Value::Null;
-    }
-    match col.data_type() {
-        DataType::Utf8 => col.as_string::<i32>().value(i).into(),
-        DataType::Int64 => col.as_primitive::<Int64Type>().value(i).into(),
-        DataType::Float64 => col.as_primitive::<Float64Type>().value(i).into(),
-        DataType::Boolean => col.as_boolean().value(i).into(),
-        _ => serde_json::Value::Null,
-    }
-}
-
-/// A field value as text, for `--filter field=value`.
-pub fn field_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Null => None,
-        other => Some(other.to_string()),
-    }
 }
 
 /// Rows whose `field` equals `value`, sorted (the form hnsw_rs's filter wants).
@@ -527,7 +547,12 @@ pub fn filter_rows(
     Ok(records
         .iter()
         .enumerate()
-        .filter(|(_, r)| r.get(field).and_then(field_text).as_deref() == Some(value))
+        .filter(|(_, r)| {
+            r.get(field)
+                .and_then(crate::arrow_json::value_text)
+                .as_deref()
+                == Some(value)
+        })
         .map(|(i, _)| i)
         .collect())
 }
@@ -537,17 +562,14 @@ pub fn filter_rows(
 pub fn query_encoder(
     manifest: &IndexManifest,
     model: Option<&str>,
-    device: &str,
-) -> Result<crate::encoder::Encoder> {
-    use crate::encoder::{Encoder, EncoderOptions, RecipeOverrides};
+    device: Device,
+) -> Result<Encoder> {
     let em = &manifest.embeddings;
     let r = &em.recipe;
-    let path = model
-        .map(str::to_owned)
-        .unwrap_or_else(|| em.model_path.clone());
+    let path = model.unwrap_or(&em.model_path);
     let opts = EncoderOptions {
-        device: device.to_string(),
-        dtype: em.dtype.clone(),
+        device,
+        dtype: em.dtype,
         max_batch_tokens: None,
         overrides: RecipeOverrides {
             attention: Some(r.attention),
@@ -562,20 +584,20 @@ pub fn query_encoder(
         },
     };
     // Same weights first: a different model would give vectors from another space.
-    let files =
-        crate::encoder::source::locate_files(&crate::encoder::source::resolve_model_dir(&path)?)?;
-    let fingerprint = crate::encoder::fingerprint(&files)?;
-    if fingerprint != em.model_fingerprint {
-        bail!(
-            "model {path:?} (fingerprint {fingerprint}) is not the model this index was built with ({}, fingerprint {})",
-            em.model,
-            em.model_fingerprint
-        );
-    }
-    let encoder = Encoder::load(&path, &opts).with_context(|| {
-        format!("loading the index's model {path:?} (pass --model if the folder moved)")
+    let checkpoint = Checkpoint::open_checked(path, &opts.overrides, |found| {
+        if found != em.model_fingerprint {
+            bail!(
+                "model {path:?} (fingerprint {found}) is not the model this index was built with \
+                 ({}, fingerprint {})",
+                em.model,
+                em.model_fingerprint
+            );
+        }
+        Ok(())
     })?;
-    Ok(encoder)
+    Encoder::from_checkpoint(&checkpoint, &opts).with_context(|| {
+        format!("loading the index's model {path:?} (pass --model if the folder moved)")
+    })
 }
 
 /// One row of `embed index eval`.
@@ -612,7 +634,7 @@ pub fn evaluate(index: &Index, queries: usize, k: usize, efs: &[usize]) -> Vec<E
                 .iter()
                 .map(|&r| {
                     index
-                        .search(index.vector(r), k + 1, ef, None)
+                        .search_hnsw(index.vector(r), k + 1, ef, None)
                         .into_iter()
                         .map(|h| h.row)
                         .filter(|&x| x != r)

@@ -4,12 +4,13 @@
 //! skips the pages of rows that are not drawn; an index's `vectors.f32` is read row by row.
 
 use anyhow::{bail, Context, Result};
-use arrow::array::{Array, RecordBatch};
+use arrow::array::RecordBatch;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection};
 use parquet::arrow::ProjectionMask;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use crate::arrow_json::cell_text;
 use crate::extract::manifest::ExtractManifest;
 use crate::extract::shard::shard_name;
 
@@ -288,14 +289,6 @@ fn consecutive_ranges(rows: &[usize]) -> Vec<std::ops::Range<usize>> {
         }
     }
     out
-}
-
-/// A cell as display text; None for null.
-pub fn cell_text(col: &dyn Array, i: usize) -> Option<String> {
-    if col.is_null(i) {
-        return None;
-    }
-    arrow::util::display::array_value_to_string(col, i).ok()
 }
 
 /// Per requested row, the text of each field (None where missing).

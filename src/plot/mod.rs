@@ -10,7 +10,6 @@
 //! searched exactly as `embed index query` searches (full scan below 5,000 vectors, else the
 //! HNSW graph at the default ef), so the ringed points are the neighbours `solve --rag` sees.
 
-pub mod cli;
 pub mod data;
 pub mod font;
 pub mod pca;
@@ -28,7 +27,7 @@ use std::time::Instant;
 pub use data::{Dataset, Source};
 use render::{Highlight, LegendEntry, Scene, OTHER, PALETTE};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Method {
     /// Principal components (exact): axes are directions of largest variance.
@@ -36,6 +35,7 @@ pub enum Method {
     /// UMAP-style neighbour-preserving layout (kNN graph + SGD), initialised from PCA.
     Umap,
 }
+crate::named_enum!(Method { Pca => "pca", Umap => "umap" });
 
 #[derive(Debug, Clone)]
 pub enum HighlightSpec {
@@ -45,7 +45,7 @@ pub enum HighlightSpec {
         k: usize,
         ef: usize,
         model: Option<String>,
-        device: String,
+        device: crate::encoder::Device,
     },
     /// Ring these ids; the first is the anchor, joined by lines to the others.
     Ids(Vec<String>),
@@ -73,7 +73,6 @@ pub struct PlotConfig {
     /// Legend entries before the rest are folded into "other".
     pub legend_max: usize,
     pub title: Option<String>,
-    pub quiet: bool,
 }
 
 impl Default for PlotConfig {
@@ -95,7 +94,6 @@ impl Default for PlotConfig {
             export_projector: None,
             legend_max: 10,
             title: None,
-            quiet: true,
         }
     }
 }
@@ -136,7 +134,7 @@ pub struct PlotSummary {
 }
 
 /// Make the map(s) described by `cfg`.
-pub fn plot(cfg: &PlotConfig) -> Result<PlotSummary> {
+pub fn plot(cfg: &PlotConfig, progress: &dyn crate::progress::Progress) -> Result<PlotSummary> {
     let start = Instant::now();
     font::register();
     if cfg.dims != 2 && cfg.dims != 3 {
@@ -181,20 +179,19 @@ pub fn plot(cfg: &PlotConfig) -> Result<PlotSummary> {
                 bail!("--highlight-query needs --index: the query is searched in an index, as `solve --rag` does");
             };
             let idx = crate::index::Index::load(dir)?;
-            let encoder = crate::index::query_encoder(&idx.manifest, model.as_deref(), device)?;
+            let encoder = crate::index::query_encoder(&idx.manifest, model.as_deref(), *device)?;
             let v = encoder
                 .encode(&[text.as_str()], crate::encoder::TextKind::Query)?
                 .vectors
                 .remove(0);
             // The same choice `embed index query` makes by default.
-            let exact = idx.len() < crate::index::EXACT_BELOW;
-            let hits = if exact {
-                idx.search_exact(&v, *k, None)
-            } else {
-                idx.search(&v, *k, *ef, None)
+            let opts = crate::index::SearchOptions {
+                ef: *ef,
+                ..Default::default()
             };
-            search = Some(if exact { "exact" } else { "hnsw" }.to_string());
-            neighbour_rows = hits.iter().map(|h| h.row).collect();
+            let found = idx.search(&v, *k, &opts);
+            search = Some(found.method.to_string());
+            neighbour_rows = found.hits.iter().map(|h| h.row).collect();
             highlighted = neighbour_rows.iter().map(|&r| ids[r].clone()).collect();
             query = Some((text.clone(), v));
             loaded = Some(idx);
@@ -269,22 +266,22 @@ pub fn plot(cfg: &PlotConfig) -> Result<PlotSummary> {
         }
         Method::Umap => {
             let k = cfg.neighbors.min(n - 1).max(2);
-            let bar = crate::cli::progress_bar(n as u64, cfg.quiet, "points (kNN)");
+            let bar = progress.task("kNN graph", Some(n as u64), "points");
             let knn = if n <= umap::EXACT_KNN_MAX {
-                umap::knn_exact(x.view(), k, &bar)
+                umap::knn_exact(x.view(), k, &*bar)
             } else {
-                umap::knn_hnsw(x.view(), k, &bar)
+                umap::knn_hnsw(x.view(), k, &*bar)
             };
-            bar.finish_and_clear();
-            let bar = crate::cli::progress_bar(0, cfg.quiet, "epochs");
+            drop(bar);
+            let bar = progress.task("layout", Some(0), "epochs");
             let opts = umap::UmapOptions {
                 neighbors: k,
                 epochs: cfg.epochs,
                 seed: cfg.seed,
                 learning_rate: 1.0,
             };
-            let y = umap::layout(&knn, &pca_coords, &opts, &bar)?;
-            bar.finish_and_clear();
+            let y = umap::layout(&knn, &pca_coords, &opts, &*bar)?;
+            drop(bar);
             let names = (0..cfg.dims).map(|i| format!("UMAP-{}", i + 1)).collect();
             (y, names, None)
         }
@@ -491,7 +488,7 @@ fn write_projector(
     meta: &[Vec<Option<String>>],
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    crate::output::write_atomically(&dir.join("vectors.tsv"), |w| {
+    crate::fsio::write_atomically(&dir.join("vectors.tsv"), |w| {
         for row in x.outer_iter() {
             let line: Vec<String> = row.iter().map(|v| v.to_string()).collect();
             writeln!(w, "{}", line.join("\t"))?;
@@ -515,7 +512,7 @@ fn write_projector(
             flat
         }
     };
-    crate::output::write_atomically(&dir.join("metadata.tsv"), |w| {
+    crate::fsio::write_atomically(&dir.join("metadata.tsv"), |w| {
         if meta.len() == rows.len() && !fields.is_empty() {
             writeln!(
                 w,

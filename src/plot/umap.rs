@@ -20,8 +20,8 @@
 //!    decaying linearly to 0. Single-threaded with a seeded generator: the same seed gives the
 //!    same map, bit for bit.
 
+use crate::progress::Task;
 use anyhow::{bail, Result};
-use indicatif::ProgressBar;
 use ndarray::{s, Array2, ArrayView2};
 use rayon::prelude::*;
 
@@ -63,7 +63,7 @@ pub struct Knn {
 }
 
 /// Exact kNN by blocked matrix products (rows of 256 against all), in parallel over blocks.
-pub fn knn_exact(x: ArrayView2<f32>, k: usize, bar: &ProgressBar) -> Knn {
+pub fn knn_exact(x: ArrayView2<f32>, k: usize, bar: &dyn Task) -> Knn {
     let n = x.nrows();
     let norms: Vec<f32> = x.outer_iter().map(|r| r.dot(&r)).collect();
     const BLOCK: usize = 256;
@@ -114,7 +114,7 @@ pub fn knn_exact(x: ArrayView2<f32>, k: usize, bar: &ProgressBar) -> Knn {
 }
 
 /// Approximate kNN through an hnsw_rs graph (large samples). Distances are recomputed exactly.
-pub fn knn_hnsw(x: ArrayView2<f32>, k: usize, bar: &ProgressBar) -> Knn {
+pub fn knn_hnsw(x: ArrayView2<f32>, k: usize, bar: &dyn Task) -> Knn {
     use hnsw_rs::prelude::*;
     let n = x.nrows();
     let rows: Vec<Vec<f32>> = x.outer_iter().map(|r| r.to_vec()).collect();
@@ -246,7 +246,7 @@ pub fn layout(
     knn: &Knn,
     init: &Array2<f32>,
     opts: &UmapOptions,
-    bar: &ProgressBar,
+    bar: &dyn Task,
 ) -> Result<Array2<f32>> {
     let (n, dims) = init.dim();
     if n < 3 {

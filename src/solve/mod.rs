@@ -6,7 +6,6 @@
 //! written from the traces at the end, so a killed run resumes from what its traces hold.
 
 pub mod answer;
-pub mod cli;
 pub mod client;
 pub mod launch;
 pub mod prompt;
@@ -54,8 +53,7 @@ pub struct SolveConfig {
     pub dry_run: bool,
     pub eval: bool,
     pub embed_model: Option<String>,
-    pub device: String,
-    pub quiet: bool,
+    pub device: crate::encoder::Device,
 }
 
 /// A problem to solve.
@@ -113,7 +111,7 @@ pub struct Retriever {
 }
 
 impl Retriever {
-    pub fn open(index: &Path, model: Option<&str>, device: &str) -> Result<Self> {
+    pub fn open(index: &Path, model: Option<&str>, device: crate::encoder::Device) -> Result<Self> {
         let index = Index::load(index)?;
         let encoder = crate::index::query_encoder(&index.manifest, model, device)?;
         let records = index.records()?;
@@ -136,12 +134,11 @@ impl Retriever {
         }
         // Ask for more than k: near-duplicates and weak matches are dropped below.
         let want = spec.k * 3 + 5;
-        let hits = if self.index.len() < crate::index::EXACT_BELOW {
-            self.index.search_exact(query, want, None)
-        } else {
-            self.index
-                .search(query, want, crate::index::DEFAULT_EF.max(want), None)
+        let opts = crate::index::SearchOptions {
+            ef: crate::index::DEFAULT_EF.max(want),
+            ..Default::default()
         };
+        let hits = self.index.search(query, want, &opts).hits;
         let text = |r: &serde_json::Map<String, Value>, f: &str| {
             r.get(f).and_then(|v| v.as_str()).unwrap_or("").to_string()
         };
@@ -191,11 +188,11 @@ pub struct ArmResult {
     pub retrieval_ms: Vec<f64>,
 }
 
-pub fn run(cfg: &SolveConfig) -> Result<()> {
+pub fn run(cfg: &SolveConfig, progress: &dyn crate::progress::Progress) -> Result<()> {
     let problems = read_problems(&cfg.input)?;
     let needs_index = cfg.rag.k > 0 || cfg.compare_rag.as_ref().is_some_and(|c| c.k > 0);
     let retriever = match (&cfg.index, needs_index) {
-        (Some(p), true) => Some(Retriever::open(p, cfg.embed_model.as_deref(), &cfg.device)?),
+        (Some(p), true) => Some(Retriever::open(p, cfg.embed_model.as_deref(), cfg.device)?),
         (None, true) => bail!(
             "--rag k={} needs --index (or use --rag k=0 for no retrieval)",
             cfg.rag.k
@@ -225,6 +222,7 @@ pub fn run(cfg: &SolveConfig) -> Result<()> {
             name,
             spec,
             arm_budget,
+            progress,
         )?;
         results.push((name.to_string(), spec.clone(), r));
     }
@@ -236,7 +234,7 @@ pub fn run(cfg: &SolveConfig) -> Result<()> {
         return Ok(());
     }
     let main = &results[0].2;
-    crate::output::write_atomically(&cfg.out, |w| {
+    crate::fsio::write_atomically(&cfg.out, |w| {
         writeln!(w, "id,answer")?;
         for p in &problems {
             writeln!(w, "{},{}", csv_field(&p.id), main.answers[&p.id])?;
@@ -333,6 +331,7 @@ fn run_arm(
     arm: &str,
     spec: &RagSpec,
     budget: Option<Duration>,
+    progress: &dyn crate::progress::Progress,
 ) -> Result<ArmResult> {
     let done = if cfg.dry_run {
         BTreeMap::new()
@@ -378,8 +377,7 @@ fn run_arm(
     };
     // Each problem's share of the batched query embedding, added to its own search time.
     let embed_ms_each = embed_start.elapsed().as_secs_f64() * 1e3 / todo.len().max(1) as f64;
-    let bar = crate::cli::progress_bar(todo.len() as u64, cfg.quiet, "problems");
-    bar.set_prefix(arm.to_string());
+    let bar = progress.task(arm, Some(todo.len() as u64), "problems");
     for (i, p) in todo.iter().enumerate() {
         let t0 = Instant::now();
         let examples = match retriever {
@@ -426,7 +424,7 @@ fn run_arm(
         traces.flush()?;
         bar.inc(1);
     }
-    bar.finish_and_clear();
+    drop(bar);
     if cfg.dry_run {
         return Ok(result);
     }

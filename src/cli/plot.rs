@@ -5,7 +5,10 @@ use clap::{ArgGroup, Args};
 use std::io::Write;
 use std::path::PathBuf;
 
-use super::{HighlightSpec, Method, PlotConfig, Source};
+use super::names;
+use super::progress::Bars;
+use crate::encoder::Device;
+use crate::plot::{HighlightSpec, Method, PlotConfig, Source};
 
 #[derive(Args, Debug)]
 #[command(group(ArgGroup::new("source").required(true).args(["embeddings", "index"])))]
@@ -18,7 +21,7 @@ pub struct PlotArgs {
     #[arg(long)]
     pub index: Option<PathBuf>,
     /// Projection: exact PCA, or a UMAP-style neighbour-preserving layout.
-    #[arg(long, value_enum, default_value = "pca")]
+    #[arg(long, default_value = "pca", value_parser = names::<Method>(Method::NAMES))]
     pub method: Method,
     /// 2 or 3 dimensions.
     #[arg(long, default_value_t = 2)]
@@ -74,7 +77,7 @@ pub struct PlotArgs {
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// Also write vectors.tsv + metadata.tsv (the sampled rows) for the TensorBoard Embedding
     /// Projector into this folder.
     #[arg(long)]
@@ -156,7 +159,7 @@ impl PlotArgs {
                 k: self.k,
                 ef: self.ef,
                 model: self.model.clone(),
-                device: self.device.clone(),
+                device: self.device,
             })
         } else if !self.highlight_ids.is_empty() {
             Some(HighlightSpec::Ids(self.highlight_ids.clone()))
@@ -180,14 +183,13 @@ impl PlotArgs {
             export_projector: self.export_projector.clone(),
             legend_max: self.legend_max,
             title: self.title.clone(),
-            quiet: self.quiet,
         })
     }
 }
 
 pub fn run(a: PlotArgs) -> Result<()> {
     let cfg = a.to_config()?;
-    let s = super::plot(&cfg)?;
+    let s = crate::plot::plot(&cfg, &Bars::new(a.quiet))?;
     if a.json {
         let mut out = std::io::stdout().lock();
         writeln!(out, "{}", serde_json::to_string(&s)?)?;
@@ -206,7 +208,7 @@ pub fn run(a: PlotArgs) -> Result<()> {
         "plot: {} of {} points, {} {}D in {:.2} s (read {:.2} s, project {:.2} s, draw {:.2} s) -> {}",
         s.points,
         s.total,
-        super::method_name(s.method),
+        crate::plot::method_name(s.method),
         s.dims,
         s.seconds.total,
         s.seconds.read,

@@ -6,8 +6,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::encoder::TextKind;
-use crate::index::{self, BuildOptions, Index};
+use super::progress::Bars;
+use crate::encoder::{Device, TextKind};
+use crate::index::{self, BuildOptions, Index, SearchMethod, SearchOptions};
 
 #[derive(Subcommand, Debug)]
 pub enum IndexCommand {
@@ -69,7 +70,7 @@ pub struct QueryArgs {
     #[arg(long)]
     pub model: Option<String>,
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     /// Whole records as JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -112,9 +113,8 @@ fn build(a: BuildArgs) -> Result<()> {
     let opts = BuildOptions {
         m: a.m,
         ef_construction: a.ef_construction,
-        quiet: a.quiet,
     };
-    let m = index::build(&a.embeddings, &a.out, &opts)?;
+    let m = index::build(&a.embeddings, &a.out, &opts, &Bars::new(a.quiet))?;
     let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
     eprintln!(
         "index: {} vectors x {} in {:.1} s ({:.0} vectors/s), M={}, ef_construction={}, {:.1} MB -> {}",
@@ -151,7 +151,7 @@ fn query(a: QueryArgs) -> Result<()> {
         (None, Some(p)) => crate::corpus::read_id_text_jsonl(p)?,
         (None, None) => bail!("give --text or --input"),
     };
-    let encoder = index::query_encoder(&idx.manifest, a.model.as_deref(), &a.device)?;
+    let encoder = index::query_encoder(&idx.manifest, a.model.as_deref(), a.device)?;
     let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
     let vectors = encoder.encode(&texts, TextKind::Query)?.vectors;
     let records = idx.records()?;
@@ -164,24 +164,29 @@ fn query(a: QueryArgs) -> Result<()> {
         }
         None => None,
     };
-    let exact = a.exact || (!a.hnsw && idx.len() < index::EXACT_BELOW);
-    if exact && !a.exact {
+    let opts = SearchOptions {
+        ef: a.ef,
+        method: match (a.exact, a.hnsw) {
+            (true, _) => Some(SearchMethod::Exact),
+            (_, true) => Some(SearchMethod::Hnsw),
+            _ => None,
+        },
+        allowed: allowed.as_ref(),
+    };
+    if opts.method.is_none() && idx.method_for(None) == SearchMethod::Exact {
         eprintln!("{} vectors: searching exactly (full scan)", idx.len());
     }
     let mut out = std::io::stdout().lock();
     for ((qid, qtext), v) in queries.iter().zip(&vectors) {
-        let hits = if exact {
-            idx.search_exact(v, a.k, allowed.as_ref())
-        } else {
-            idx.search(v, a.k, a.ef, allowed.as_ref())
-        };
+        let found = idx.search(v, a.k, &opts);
+        let hits = &found.hits;
         if a.json {
             let results: Vec<serde_json::Value> = hits
                 .iter()
                 .enumerate()
                 .map(|(i, h)| serde_json::json!({"rank": i + 1, "id": records[h.row]["id"], "score": h.score, "record": records[h.row]}))
                 .collect();
-            let line = serde_json::json!({"query_id": qid, "query": qtext, "method": if exact {"exact"} else {"hnsw"}, "results": results});
+            let line = serde_json::json!({"query_id": qid, "query": qtext, "method": found.method, "results": results});
             writeln!(out, "{line}")?;
         } else {
             writeln!(

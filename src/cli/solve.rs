@@ -4,9 +4,11 @@ use anyhow::{bail, Result};
 use clap::Parser;
 use std::path::PathBuf;
 
-use super::client::{Client, Sampling};
-use super::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
-use super::{parse_duration, SolveConfig};
+use super::progress::Bars;
+use crate::encoder::Device;
+use crate::solve::client::{Client, Sampling};
+use crate::solve::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
+use crate::solve::{parse_duration, SolveConfig};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -109,7 +111,7 @@ pub struct SolveArgs {
     pub embed_model: Option<String>,
     /// Device for query embedding.
     #[arg(long, default_value = "cpu")]
-    pub device: String,
+    pub device: Device,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -185,14 +187,13 @@ pub fn run(a: SolveArgs) -> Result<()> {
         dry_run: a.dry_run,
         eval: a.eval,
         embed_model: a.embed_model.clone(),
-        device: a.device.clone(),
-        quiet: a.quiet,
+        device: a.device,
     };
     let _server = match (&a.launch, a.dry_run) {
         (Some(cmd), false) => {
             let client = Client::new(&endpoint, &a.model, api_key);
             let log = a.out.with_file_name("server.log");
-            Some(super::launch::launch(
+            Some(crate::solve::launch::launch(
                 cmd,
                 &log,
                 &client,
@@ -201,5 +202,5 @@ pub fn run(a: SolveArgs) -> Result<()> {
         }
         _ => None,
     };
-    super::run(&cfg)
+    crate::solve::run(&cfg, &Bars::new(a.quiet))
 }
