@@ -6,7 +6,8 @@ use std::path::PathBuf;
 
 use super::progress::Bars;
 use crate::encoder::Device;
-use crate::solve::client::{Client, Sampling};
+use crate::solve::client::Sampling;
+use crate::solve::launch::LaunchSpec;
 use crate::solve::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
 use crate::solve::{parse_duration, SolveConfig};
 
@@ -106,6 +107,19 @@ pub struct SolveArgs {
     /// How long to wait for a launched server to answer.
     #[arg(long, default_value = "30m")]
     pub launch_timeout: String,
+    /// The server's context length in tokens [default: read from the server: vLLM's
+    /// /v1/models max_model_len, llama.cpp's /props n_ctx]. Retrieved examples are dropped
+    /// (farthest first) or shortened until prompt + --max-tokens fit.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// The solver's tokenizer.json (or its folder) to count prompt tokens exactly [default: the
+    /// server's /tokenize, else a conservative estimate of two bytes a token].
+    #[arg(long, value_name = "DIR")]
+    pub solver_tokenizer: Option<PathBuf>,
+    /// Start over even though the traces were made with other settings (they are moved aside
+    /// to traces.jsonl.old-TIME, not deleted). Without it such a rerun is refused.
+    #[arg(long)]
+    pub force: bool,
     /// Embedding model folder, if it moved since the index was built.
     #[arg(long)]
     pub embed_model: Option<String>,
@@ -128,6 +142,8 @@ fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u64>> {
 }
 
 pub fn run(a: SolveArgs) -> Result<()> {
+    // The time budget counts from here: model and index loading and the launch included.
+    let started = std::time::Instant::now();
     let endpoint = a
         .endpoint
         .clone()
@@ -137,39 +153,39 @@ pub fn run(a: SolveArgs) -> Result<()> {
         .api_key
         .clone()
         .or_else(|| std::env::var("OPENAI_API_KEY").ok());
-    let user_template = match &a.prompt_template {
-        Some(p) => {
-            let t =
-                std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
-            if !t.contains("{problem}") {
-                bail!(
-                    "{}: the template has no {{problem}} placeholder",
-                    p.display()
-                );
-            }
-            t
-        }
-        None => DEFAULT_USER_TEMPLATE.to_string(),
-    };
     if a.samples == 0 {
         bail!("--samples must be at least 1");
+    }
+    if a.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&a.agreement) {
+        bail!("--agreement {}: expected a share between 0 and 1", a.agreement);
     }
     let traces = a
         .traces
         .clone()
         .unwrap_or_else(|| a.out.with_file_name("traces.jsonl"));
+    let launch = match &a.launch {
+        Some(cmd) => Some(LaunchSpec {
+            command: cmd.clone(),
+            log: a.out.with_file_name("server.log"),
+            timeout: duration("--launch-timeout", &a.launch_timeout)?,
+        }),
+        None => None,
+    };
     let cfg = SolveConfig {
         input: a.input.clone(),
         index: a.index.clone(),
         rag: a.rag.clone(),
         compare_rag: a.compare_rag.clone(),
-        endpoint: endpoint.clone(),
+        endpoint,
         model: a.model.clone(),
-        api_key: api_key.clone(),
+        api_key,
         out: a.out.clone(),
         traces,
         system: (!a.no_system).then(|| a.system.clone()),
-        user_template,
+        user_template: user_template(a.prompt_template.as_deref())?,
         sampling: Sampling {
             temperature: a.temperature,
             top_p: a.top_p,
@@ -180,27 +196,41 @@ pub fn run(a: SolveArgs) -> Result<()> {
         agreement: a.agreement,
         answer_range: parse_range(&a.answer_range)?,
         fallback: a.fallback,
-        time_budget: a.time_budget.as_deref().map(parse_duration).transpose()?,
-        request_timeout: parse_duration(&a.request_timeout)?,
+        time_budget: a
+            .time_budget
+            .as_deref()
+            .map(|t| duration("--time-budget", t))
+            .transpose()?,
+        started,
+        request_timeout: duration("--request-timeout", &a.request_timeout)?,
         retries: a.retries,
-        backoff: parse_duration(&a.backoff)?,
+        backoff: duration("--backoff", &a.backoff)?,
+        max_model_len: a.max_model_len,
+        solver_tokenizer: a.solver_tokenizer.clone(),
+        launch,
+        force: a.force,
         dry_run: a.dry_run,
         eval: a.eval,
         embed_model: a.embed_model.clone(),
         device: a.device,
     };
-    let _server = match (&a.launch, a.dry_run) {
-        (Some(cmd), false) => {
-            let client = Client::new(&endpoint, &a.model, api_key);
-            let log = a.out.with_file_name("server.log");
-            Some(crate::solve::launch::launch(
-                cmd,
-                &log,
-                &client,
-                parse_duration(&a.launch_timeout)?,
-            )?)
-        }
-        _ => None,
-    };
     crate::solve::run(&cfg, &Bars::new(a.quiet))
+}
+
+fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {
+    parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+}
+
+fn user_template(path: Option<&std::path::Path>) -> Result<String> {
+    let Some(p) = path else {
+        return Ok(DEFAULT_USER_TEMPLATE.to_string());
+    };
+    let t = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+    if !t.contains("{problem}") {
+        bail!(
+            "{}: the template has no {{problem}} placeholder",
+            p.display()
+        );
+    }
+    Ok(t)
 }

@@ -2,7 +2,6 @@
 //! a file, and stop it on exit, including on Ctrl-C.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -44,9 +43,18 @@ fn stop_server() {
     }
 }
 
-/// Start `cmd` through `sh -c` in its own process group, logging to `log`, and wait until
-/// `client` reports the server healthy (or `timeout` passes, or the server exits).
-pub fn launch(cmd: &str, log: &Path, client: &Client, timeout: Duration) -> Result<ServerGuard> {
+/// `--launch`: the command, its log file, and how long to wait for it to answer.
+#[derive(Debug, Clone)]
+pub struct LaunchSpec {
+    pub command: String,
+    pub log: std::path::PathBuf,
+    pub timeout: Duration,
+}
+
+/// Start the server command through `sh -c` in its own process group, logging to the spec's
+/// file, and wait until `client` reports it healthy (or the timeout passes, or it exits).
+pub fn launch(spec: &LaunchSpec, client: &Client) -> Result<ServerGuard> {
+    let (cmd, log, timeout) = (spec.command.as_str(), spec.log.as_path(), spec.timeout);
     use std::os::unix::process::CommandExt;
     if let Some(dir) = log.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -1,31 +1,42 @@
 //! `solve`: retrieval-augmented solving against an OpenAI-compatible server.
 //!
-//! For each problem: embed it with the index's own model and query template, retrieve the k
-//! nearest solved problems, assemble the messages, sample up to N completions with C requests in
-//! flight, extract each integer answer, vote, and write one trace line. `submission.csv` is
-//! written from the traces at the end, so a killed run resumes from what its traces hold.
+//! ```text
+//! problems ─► (per arm) resume from traces ─► embed queries ─► per problem:
+//!     retrieve k neighbours ─► fit the prompt into the context ─► sample N (streamed,
+//!     cancellable) ─► vote ─► record a trace line ─► rewrite submission.csv
+//! ```
+//!
+//! The retriever loads before a `--launch`ed server (which may take the GPU); `--time-budget`
+//! counts from process start; every finished problem is in the traces and in submission.csv
+//! at once, so a kill loses at most the problem in flight.
 
 pub mod answer;
 pub mod client;
+pub mod fit;
 pub mod launch;
+pub mod problems;
 pub mod prompt;
+pub mod retrieve;
+pub mod sample;
+pub mod trace;
 pub mod vote;
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
-use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashSet};
-use std::io::Write;
+use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::encoder::TextKind;
-use crate::index::Index;
+use crate::progress::Progress;
 use client::{Client, Message, Sampling};
+use fit::PromptBudget;
+use problems::Problem;
 use prompt::{Example, PromptBuilder, RagSpec};
-use vote::Tally;
+use retrieve::Retriever;
+use sample::{SamplePlan, Sampled};
+use trace::{Retrieved, RunKey, Trace, TraceLog, VoteEntry};
+
+pub use problems::read_problems;
 
 #[derive(Debug, Clone)]
 pub struct SolveConfig {
@@ -46,134 +57,23 @@ pub struct SolveConfig {
     pub agreement: f64,
     pub answer_range: RangeInclusive<u64>,
     pub fallback: u64,
+    /// Counted from `started`, model and index loading and the server launch included.
     pub time_budget: Option<Duration>,
+    pub started: Instant,
     pub request_timeout: Duration,
     pub retries: usize,
     pub backoff: Duration,
+    /// The server's context length, when it cannot be read from the server.
+    pub max_model_len: Option<usize>,
+    /// The solver's tokenizer.json (or its folder), for exact prompt counts.
+    pub solver_tokenizer: Option<PathBuf>,
+    pub launch: Option<launch::LaunchSpec>,
+    /// Start over: earlier traces are moved aside instead of resumed.
+    pub force: bool,
     pub dry_run: bool,
     pub eval: bool,
     pub embed_model: Option<String>,
     pub device: crate::encoder::Device,
-}
-
-/// A problem to solve.
-#[derive(Debug, Clone)]
-pub struct Problem {
-    pub id: String,
-    pub problem: String,
-    pub expected: Option<u64>,
-    pub source: Option<String>,
-}
-
-/// Read `id, problem[, answer, source]` records from csv / jsonl / parquet.
-pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for raw in crate::corpus::stream_records(&[path.to_path_buf()]) {
-        let raw = raw?;
-        let loc = raw.location();
-        let fields = raw.fields.map_err(|e| anyhow::anyhow!("{loc}: {e}"))?;
-        let id = crate::corpus::field_as_text(&fields, "id")
-            .with_context(|| format!("{loc}: missing \"id\""))?;
-        let problem = match fields.get("problem") {
-            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
-            _ => bail!("{loc}: missing or empty \"problem\""),
-        };
-        if !seen.insert(id.clone()) {
-            bail!("{loc}: duplicate id {id:?}");
-        }
-        let expected = ["answer_int", "answer"]
-            .iter()
-            .find_map(|k| match fields.get(*k) {
-                Some(Value::Number(n)) => n.as_u64(),
-                Some(Value::String(s)) => answer::parse_integer(s),
-                _ => None,
-            });
-        let source = crate::corpus::field_as_text(&fields, "source");
-        out.push(Problem {
-            id,
-            problem,
-            expected,
-            source,
-        });
-    }
-    if out.is_empty() {
-        bail!("{}: no problems", path.display());
-    }
-    Ok(out)
-}
-
-/// Neighbour retrieval for one problem: embedding + search + filtering.
-pub struct Retriever {
-    index: Index,
-    encoder: crate::encoder::Encoder,
-    records: Vec<serde_json::Map<String, Value>>,
-}
-
-impl Retriever {
-    pub fn open(index: &Path, model: Option<&str>, device: crate::encoder::Device) -> Result<Self> {
-        let index = Index::load(index)?;
-        let encoder = crate::index::query_encoder(&index.manifest, model, device)?;
-        let records = index.records()?;
-        Ok(Self {
-            index,
-            encoder,
-            records,
-        })
-    }
-
-    /// Embed every problem as a query in one batched pass (length-sorted batches amortise the
-    /// forward pass far better than one text at a time).
-    pub fn embed_queries(&self, problems: &[&str]) -> Result<Vec<Vec<f32>>> {
-        Ok(self.encoder.encode(problems, TextKind::Query)?.vectors)
-    }
-
-    pub fn retrieve(&self, query: &[f32], spec: &RagSpec) -> Vec<Example> {
-        if spec.k == 0 {
-            return Vec::new();
-        }
-        // Ask for more than k: near-duplicates and weak matches are dropped below.
-        let want = spec.k * 3 + 5;
-        let opts = crate::index::SearchOptions {
-            ef: crate::index::DEFAULT_EF.max(want),
-            ..Default::default()
-        };
-        let hits = self.index.search(query, want, &opts).hits;
-        let text = |r: &serde_json::Map<String, Value>, f: &str| {
-            r.get(f).and_then(|v| v.as_str()).unwrap_or("").to_string()
-        };
-        hits.into_iter()
-            .filter(|h| spec.exclude_above.is_none_or(|t| h.score <= t))
-            .filter(|h| spec.min_score.is_none_or(|t| h.score >= t))
-            .take(spec.k)
-            .map(|h| {
-                let r = &self.records[h.row];
-                let mut e = Example {
-                    id: text(r, "id"),
-                    score: h.score,
-                    problem: text(r, "problem"),
-                    solution: text(r, "solution"),
-                };
-                let answer = text(r, "answer");
-                e.solution = e.solution_with_box(Some(&answer));
-                e
-            })
-            .collect()
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct SampleTrace {
-    index: usize,
-    text: Option<String>,
-    answer: Option<u64>,
-    rejected: Option<String>,
-    finish_reason: Option<String>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
-    seconds: f64,
-    attempts: usize,
-    errors: Vec<String>,
 }
 
 /// Outcome of one arm (the RAG run or the control) over all problems.
@@ -185,47 +85,118 @@ pub struct ArmResult {
     pub per_source: BTreeMap<String, (usize, usize)>,
     pub margins: Vec<f64>,
     pub fallbacks: usize,
-    pub retrieval_ms: Vec<f64>,
+    pub overflow_failures: usize,
 }
 
-pub fn run(cfg: &SolveConfig, progress: &dyn crate::progress::Progress) -> Result<()> {
+pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
     let problems = read_problems(&cfg.input)?;
-    let needs_index = cfg.rag.k > 0 || cfg.compare_rag.as_ref().is_some_and(|c| c.k > 0);
-    let retriever = match (&cfg.index, needs_index) {
-        (Some(p), true) => Some(Retriever::open(p, cfg.embed_model.as_deref(), cfg.device)?),
-        (None, true) => bail!(
-            "--rag k={} needs --index (or use --rag k=0 for no retrieval)",
-            cfg.rag.k
-        ),
+    if cfg.force && !cfg.dry_run {
+        if let Some(aside) = trace::set_aside(&cfg.traces)? {
+            progress.log(&format!("--force: earlier traces moved to {}", aside.display()));
+        }
+    }
+    // The retriever first: a launched server may claim the whole GPU.
+    let retriever = open_retriever(cfg, progress)?;
+    let client = make_client(cfg);
+    let _server = match (&cfg.launch, cfg.dry_run) {
+        (Some(spec), false) => Some(launch::launch(spec, &client)?),
         _ => None,
     };
-    let client = {
-        let mut c = Client::new(&cfg.endpoint, &cfg.model, cfg.api_key.clone());
-        c.retries = cfg.retries;
-        c.request_timeout = cfg.request_timeout;
-        c.backoff = cfg.backoff;
-        c
+    let budget = match cfg.dry_run {
+        true => None,
+        false => Some(PromptBudget::discover(
+            &client,
+            cfg.max_model_len,
+            cfg.solver_tokenizer.as_deref(),
+        )?),
     };
     let mut arms = vec![("rag", cfg.rag.clone())];
     if let Some(c) = &cfg.compare_rag {
         arms.push(("control", c.clone()));
     }
-    // Each arm gets an equal share of the budget, so the comparison is fair.
-    let arm_budget = cfg.time_budget.map(|b| b / arms.len() as u32);
+    let end = cfg.time_budget.map(|b| cfg.started + b);
     let mut results = Vec::new();
-    for (name, spec) in &arms {
-        let r = run_arm(
+    for (i, (name, spec)) in arms.iter().enumerate() {
+        // Each arm gets an equal share of the time left, so the comparison is fair.
+        let arm_end = end.map(|e| {
+            let now = Instant::now();
+            now + e.saturating_duration_since(now) / (arms.len() - i) as u32
+        });
+        let arm = Arm {
             cfg,
-            &problems,
-            retriever.as_ref(),
-            &client,
+            problems: &problems,
+            retriever: retriever.as_ref(),
+            client: &client,
+            budget: budget.as_ref(),
             name,
             spec,
-            arm_budget,
-            progress,
-        )?;
-        results.push((name.to_string(), spec.clone(), r));
+            key: run_key(cfg, spec)?,
+            end: arm_end,
+            write_submission: i == 0,
+        };
+        results.push((name.to_string(), spec.clone(), arm.run(progress)?));
     }
+    report(cfg, &problems, &results)
+}
+
+fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<Retriever>> {
+    let needs_index = cfg.rag.k > 0 || cfg.compare_rag.as_ref().is_some_and(|c| c.k > 0);
+    match (&cfg.index, needs_index) {
+        (Some(p), true) => {
+            let start = Instant::now();
+            let r = Retriever::open(p, cfg.embed_model.as_deref(), cfg.device)?;
+            progress.log(&format!(
+                "retriever: index {} and its embedding model loaded on {} in {:.1} s{}",
+                p.display(),
+                cfg.device,
+                start.elapsed().as_secs_f64(),
+                if cfg.launch.is_some() { ", before launching the server" } else { "" }
+            ));
+            Ok(Some(r))
+        }
+        (None, true) => bail!(
+            "--rag k={} needs --index (or use --rag k=0 for no retrieval)",
+            cfg.rag.k
+        ),
+        _ => Ok(None),
+    }
+}
+
+fn make_client(cfg: &SolveConfig) -> Client {
+    let mut c = Client::new(&cfg.endpoint, &cfg.model, cfg.api_key.clone());
+    c.retries = cfg.retries;
+    c.request_timeout = cfg.request_timeout;
+    c.backoff = cfg.backoff;
+    c
+}
+
+/// Everything that changes this arm's answers (see [`trace::RunKey`]).
+fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
+    let index_manifest_sha256 = match (&cfg.index, spec.k > 0) {
+        (Some(dir), true) => Some(crate::fsio::hash_file(&dir.join("manifest.json"))?.sha256),
+        _ => None,
+    };
+    Ok(RunKey {
+        input_sha256: crate::fsio::hash_file(&cfg.input)?.sha256,
+        index_manifest_sha256,
+        rag: spec.clone(),
+        model: cfg.model.clone(),
+        system_sha256: cfg.system.as_deref().map(trace::text_sha256),
+        template_sha256: trace::text_sha256(&cfg.user_template),
+        sampling: cfg.sampling.clone(),
+        samples: cfg.samples,
+        agreement: cfg.agreement,
+        answer_range: format!("{}..{}", cfg.answer_range.start(), cfg.answer_range.end()),
+        fallback: cfg.fallback,
+    })
+}
+
+/// Final submission, summary line and (with --eval) the accuracy table.
+fn report(
+    cfg: &SolveConfig,
+    problems: &[Problem],
+    results: &[(String, RagSpec, ArmResult)],
+) -> Result<()> {
     if cfg.dry_run {
         eprintln!(
             "dry run: nothing sent; the messages are in {}",
@@ -234,26 +205,273 @@ pub fn run(cfg: &SolveConfig, progress: &dyn crate::progress::Progress) -> Resul
         return Ok(());
     }
     let main = &results[0].2;
-    crate::fsio::write_atomically(&cfg.out, |w| {
-        writeln!(w, "id,answer")?;
-        for p in &problems {
-            writeln!(w, "{},{}", csv_field(&p.id), main.answers[&p.id])?;
-        }
-        Ok(())
-    })?;
-    let n = problems.len();
-    let mean_ms = mean(&main.retrieval_ms);
+    write_submission(&cfg.out, problems, &main.answers)?;
     eprintln!(
-        "solve: {n} answers -> {} ({} fallbacks), traces -> {}; retrieval + prompt {:.1} ms/problem",
+        "solve: {} answers -> {} ({} fallbacks), traces -> {}",
+        main.answers.len(),
         cfg.out.display(),
         main.fallbacks,
         cfg.traces.display(),
-        mean_ms
     );
+    if main.overflow_failures > 0 {
+        eprintln!(
+            "warning: {} problems got no answer because the prompt did not fit the server's \
+             context even after dropping examples; see `fit` in their traces",
+            main.overflow_failures
+        );
+    }
     if cfg.eval {
-        print_eval(&results);
+        print_eval(results);
     }
     Ok(())
+}
+
+/// `id,answer` for every problem that has one, in input order, written atomically.
+fn write_submission(path: &Path, problems: &[Problem], answers: &BTreeMap<String, u64>) -> Result<()> {
+    crate::fsio::write_atomically(path, |w| {
+        writeln!(w, "id,answer")?;
+        for p in problems {
+            if let Some(a) = answers.get(&p.id) {
+                writeln!(w, "{},{a}", csv_field(&p.id))?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// One arm: a retrieval setting run over every problem, resuming from its traces.
+struct Arm<'a> {
+    cfg: &'a SolveConfig,
+    problems: &'a [Problem],
+    retriever: Option<&'a Retriever>,
+    client: &'a Client,
+    budget: Option<&'a PromptBudget>,
+    name: &'a str,
+    spec: &'a RagSpec,
+    key: RunKey,
+    end: Option<Instant>,
+    write_submission: bool,
+}
+
+/// A problem's prompt, ready to send.
+struct Prepared {
+    examples: Vec<Example>,
+    messages: Vec<Message>,
+    fit: trace::PromptFit,
+    retrieval_ms: f64,
+    search_ms: f64,
+}
+
+impl Arm<'_> {
+    fn run(&self, progress: &dyn Progress) -> Result<ArmResult> {
+        let cfg = self.cfg;
+        let mut done = match cfg.dry_run {
+            true => BTreeMap::new(),
+            false => trace::finished(&cfg.traces, self.name, &self.key)?,
+        };
+        let mut log = TraceLog::open(&cfg.traces)?;
+        let todo: Vec<&Problem> = self
+            .problems
+            .iter()
+            .filter(|p| !done.contains_key(&p.id))
+            .collect();
+        if !done.is_empty() {
+            progress.log(&format!(
+                "{}: {} problems already answered in {}, {} to go",
+                self.name,
+                done.len(),
+                cfg.traces.display(),
+                todo.len()
+            ));
+        }
+        let (queries, embed_ms_each) = self.embed_queries(&todo)?;
+        let task = progress.task(self.name, Some(todo.len() as u64), "problems");
+        for (i, p) in todo.iter().enumerate() {
+            let t0 = Instant::now();
+            let mut prepared = self.prepare(p, &queries[i])?;
+            prepared.retrieval_ms += embed_ms_each;
+            let mut t = self.base_trace(p, &prepared, embed_ms_each);
+            if !cfg.dry_run {
+                self.solve_one(p, prepared, todo.len() - i, &mut t)?;
+            }
+            t.seconds = t0.elapsed().as_secs_f64();
+            log.append(&t)?;
+            if !cfg.dry_run {
+                done.insert(p.id.clone(), t);
+                if self.write_submission {
+                    let answers = done.iter().filter_map(|(k, t)| Some((k.clone(), t.answer?)));
+                    write_submission(&cfg.out, self.problems, &answers.collect())?;
+                }
+            }
+            task.inc(1);
+        }
+        drop(task);
+        Ok(self.tally(&done))
+    }
+
+    /// Every problem as a query in one batched pass (length-sorted batches amortise the
+    /// forward pass); returns the vectors and each problem's share of the time.
+    fn embed_queries(&self, todo: &[&Problem]) -> Result<(Vec<Vec<f32>>, f64)> {
+        let start = Instant::now();
+        let vectors = match self.retriever {
+            Some(r) if self.spec.k > 0 && !todo.is_empty() => {
+                let texts: Vec<&str> = todo.iter().map(|p| p.problem.as_str()).collect();
+                r.embed_queries(&texts)?
+            }
+            _ => vec![Vec::new(); todo.len()],
+        };
+        let each = start.elapsed().as_secs_f64() * 1e3 / todo.len().max(1) as f64;
+        Ok((vectors, each))
+    }
+
+    /// Retrieve, then fit the prompt into the server's context.
+    fn prepare(&self, p: &Problem, query: &[f32]) -> Result<Prepared> {
+        let t0 = Instant::now();
+        let examples = match self.retriever {
+            Some(r) => r.retrieve(query, self.spec),
+            None => Vec::new(),
+        };
+        let search_ms = t0.elapsed().as_secs_f64() * 1e3;
+        let builder = self.builder();
+        let (messages, examples, fit) = match self.budget {
+            Some(b) => b.fit(&builder, &p.problem, examples, self.cfg.sampling.max_tokens)?,
+            None => (builder.messages(&p.problem, &examples), examples, Default::default()),
+        };
+        Ok(Prepared {
+            examples,
+            messages,
+            fit,
+            retrieval_ms: t0.elapsed().as_secs_f64() * 1e3,
+            search_ms,
+        })
+    }
+
+    fn builder(&self) -> PromptBuilder {
+        PromptBuilder {
+            system: self.cfg.system.clone(),
+            user_template: self.cfg.user_template.clone(),
+            format: self.spec.format,
+        }
+    }
+
+    fn base_trace(&self, p: &Problem, prep: &Prepared, embed_ms: f64) -> Trace {
+        Trace {
+            id: p.id.clone(),
+            arm: self.name.to_string(),
+            dry_run: self.cfg.dry_run,
+            run: Some(self.key.clone()),
+            rag: Some(self.spec.clone()),
+            retrieved: prep
+                .examples
+                .iter()
+                .map(|e| Retrieved {
+                    id: e.id.clone(),
+                    score: e.score,
+                })
+                .collect(),
+            retrieval_ms: prep.retrieval_ms,
+            query_embed_ms: embed_ms,
+            search_prompt_ms: prep.search_ms,
+            fit: prep.fit.clone(),
+            messages: prep.messages.clone(),
+            source: p.source.clone(),
+            expected: p.expected,
+            ..Default::default()
+        }
+    }
+
+    /// Sample and vote; a context-length refusal is retried once with one example fewer.
+    fn solve_one(&self, p: &Problem, mut prep: Prepared, left: usize, t: &mut Trace) -> Result<()> {
+        let deadline = match self.end {
+            Some(end) => {
+                let now = Instant::now();
+                now + end.saturating_duration_since(now) / left.max(1) as u32
+            }
+            None => Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600),
+        };
+        let mut sampled = self.sample(&prep, deadline);
+        if sampled.context_overflow && !prep.examples.is_empty() {
+            prep.fit.overflow_retries += 1;
+            if let Some(e) = prep.examples.pop() {
+                prep.fit.dropped.push(e.id);
+            }
+            prep.messages = self.builder().messages(&p.problem, &prep.examples);
+            t.messages = prep.messages.clone();
+            t.retrieved.truncate(prep.examples.len());
+            sampled = self.sample(&prep, deadline);
+        }
+        t.fit = prep.fit;
+        self.record_vote(t, sampled);
+        Ok(())
+    }
+
+    fn sample(&self, prep: &Prepared, deadline: Instant) -> Sampled {
+        let mut sampling = self.cfg.sampling.clone();
+        if let Some(m) = prep.fit.max_tokens {
+            sampling.max_tokens = m;
+        }
+        let plan = SamplePlan {
+            sampling,
+            samples: self.cfg.samples,
+            concurrency: self.cfg.concurrency,
+            agreement: self.cfg.agreement,
+            answer_range: self.cfg.answer_range.clone(),
+            deadline,
+        };
+        sample::sample_problem(self.client, &prep.messages, &plan)
+    }
+
+    fn record_vote(&self, t: &mut Trace, s: Sampled) {
+        let verdict = s.tally.verdict();
+        t.fallback = verdict.is_none();
+        t.answer = Some(verdict.map_or(self.cfg.fallback, |v| v.answer));
+        t.correct = t.expected.map(|e| Some(e) == t.answer);
+        t.vote = s
+            .tally
+            .counts
+            .iter()
+            .map(|(a, n, _)| VoteEntry {
+                answer: *a,
+                votes: *n,
+            })
+            .collect();
+        t.stopped = Some(s.stopped.to_string());
+        t.samples = s.traces;
+    }
+
+    /// Accuracy, margins and fallbacks over every answered problem (this run's and earlier).
+    fn tally(&self, done: &BTreeMap<String, Trace>) -> ArmResult {
+        let mut r = ArmResult::default();
+        for p in self.problems {
+            let Some(t) = done.get(&p.id) else { continue };
+            let answer = t.answer.unwrap_or(self.cfg.fallback);
+            r.answers.insert(p.id.clone(), answer);
+            r.fallbacks += usize::from(t.fallback);
+            let overflowed = t.samples.iter().any(|s| {
+                s.errors.iter().any(|e| e.starts_with("context length exceeded"))
+            });
+            r.overflow_failures += usize::from(t.fallback && overflowed);
+            let mut votes: Vec<usize> = t.vote.iter().map(|v| v.votes).collect();
+            votes.sort_unstable_by(|a, b| b.cmp(a));
+            if let Some(&top) = votes.first() {
+                let total: usize = votes.iter().sum();
+                let second = votes.get(1).copied().unwrap_or(0);
+                r.margins.push((top - second) as f64 / total.max(1) as f64);
+            }
+            if let Some(e) = p.expected {
+                let ok = e == answer;
+                r.scored += 1;
+                r.correct += usize::from(ok);
+                let entry = r
+                    .per_source
+                    .entry(p.source.clone().unwrap_or_else(|| "-".into()))
+                    .or_default();
+                entry.0 += usize::from(ok);
+                entry.1 += 1;
+            }
+        }
+        r
+    }
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -301,282 +519,30 @@ fn print_eval(results: &[(String, RagSpec, ArmResult)]) {
     }
 }
 
-/// Finished problems of `arm` in an existing traces file (id -> trace line).
-fn finished(traces: &Path, arm: &str) -> Result<BTreeMap<String, Value>> {
-    let mut out = BTreeMap::new();
-    let Ok(text) = std::fs::read_to_string(traces) else {
-        return Ok(out);
-    };
-    for (i, line) in text.lines().enumerate() {
-        // A line cut by a kill is the last one and incomplete: its problem is redone.
-        let Ok(v) = serde_json::from_str::<Value>(line) else {
-            if i + 1 == text.lines().count() {
-                break;
-            }
-            bail!("{}:{}: not a trace line", traces.display(), i + 1);
-        };
-        if v["arm"] == arm && v["answer"].is_u64() && v["dry_run"] != true {
-            out.insert(v["id"].as_str().unwrap_or_default().to_string(), v);
-        }
-    }
-    Ok(out)
-}
+/// Longest duration accepted: anything longer is a typo, not a plan.
+const MAX_DURATION_SECS: f64 = 30.0 * 24.0 * 3600.0;
 
-#[allow(clippy::too_many_arguments)]
-fn run_arm(
-    cfg: &SolveConfig,
-    problems: &[Problem],
-    retriever: Option<&Retriever>,
-    client: &Client,
-    arm: &str,
-    spec: &RagSpec,
-    budget: Option<Duration>,
-    progress: &dyn crate::progress::Progress,
-) -> Result<ArmResult> {
-    let done = if cfg.dry_run {
-        BTreeMap::new()
-    } else {
-        finished(&cfg.traces, arm)?
-    };
-    if let Some(dir) = cfg.traces.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    // Cut a torn last line (from a kill) before appending.
-    repair_tail(&cfg.traces)?;
-    let mut traces = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&cfg.traces)
-        .with_context(|| format!("opening {}", cfg.traces.display()))?;
-    let builder = PromptBuilder {
-        system: cfg.system.clone(),
-        user_template: cfg.user_template.clone(),
-        format: spec.format,
-    };
-    let mut result = ArmResult::default();
-    let start = Instant::now();
-    let todo: Vec<&Problem> = problems
-        .iter()
-        .filter(|p| !done.contains_key(&p.id))
-        .collect();
-    if !done.is_empty() {
-        eprintln!(
-            "{arm}: {} problems already answered in {}, {} to go",
-            done.len(),
-            cfg.traces.display(),
-            todo.len()
-        );
-    }
-    let embed_start = Instant::now();
-    let queries = match retriever {
-        Some(r) if spec.k > 0 && !todo.is_empty() => {
-            let texts: Vec<&str> = todo.iter().map(|p| p.problem.as_str()).collect();
-            r.embed_queries(&texts)?
-        }
-        _ => vec![Vec::new(); todo.len()],
-    };
-    // Each problem's share of the batched query embedding, added to its own search time.
-    let embed_ms_each = embed_start.elapsed().as_secs_f64() * 1e3 / todo.len().max(1) as f64;
-    let bar = progress.task(arm, Some(todo.len() as u64), "problems");
-    for (i, p) in todo.iter().enumerate() {
-        let t0 = Instant::now();
-        let examples = match retriever {
-            Some(r) => r.retrieve(&queries[i], spec),
-            None => Vec::new(),
-        };
-        let messages = builder.messages(&p.problem, &examples);
-        let search_ms = t0.elapsed().as_secs_f64() * 1e3;
-        let retrieval_ms = embed_ms_each + search_ms;
-        result.retrieval_ms.push(retrieval_ms);
-        let retrieved: Vec<Value> = examples
-            .iter()
-            .map(|e| json!({"id": e.id, "score": e.score}))
-            .collect();
-        if cfg.dry_run {
-            let line = json!({"id": p.id, "arm": arm, "dry_run": true, "rag": spec, "retrieved": retrieved, "retrieval_ms": retrieval_ms, "query_embed_ms": embed_ms_each, "search_prompt_ms": search_ms, "messages": messages});
-            writeln!(traces, "{line}")?;
-            bar.inc(1);
-            continue;
-        }
-        // Unused time flows to the problems still to come.
-        let deadline = match budget {
-            Some(b) => {
-                let left = b.saturating_sub(start.elapsed());
-                Instant::now() + left / (todo.len() - i) as u32
-            }
-            None => Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600),
-        };
-        let (samples, tally, stopped) = sample_problem(cfg, client, &messages, deadline);
-        let verdict = tally.verdict();
-        let (answer, fallback) = match &verdict {
-            Some(v) => (v.answer, false),
-            None => (cfg.fallback, true),
-        };
-        let line = json!({
-            "id": p.id, "arm": arm, "rag": spec, "retrieved": retrieved, "retrieval_ms": retrieval_ms,
-            "query_embed_ms": embed_ms_each, "search_prompt_ms": search_ms,
-            "messages": messages, "samples": samples, "vote": tally.counts.iter().map(|(a, n, _)| json!({"answer": a, "votes": n})).collect::<Vec<_>>(),
-            "answer": answer, "fallback": fallback, "stopped": stopped,
-            "expected": p.expected, "correct": p.expected.map(|e| e == answer), "source": p.source,
-            "seconds": t0.elapsed().as_secs_f64(),
-        });
-        writeln!(traces, "{line}")?;
-        traces.flush()?;
-        bar.inc(1);
-    }
-    drop(bar);
-    if cfg.dry_run {
-        return Ok(result);
-    }
-    // Tally from the traces: this run's problems and those of earlier, resumed runs alike.
-    let all = finished(&cfg.traces, arm)?;
-    for p in problems {
-        let v = all
-            .get(&p.id)
-            .with_context(|| format!("no trace for {}", p.id))?;
-        let answer = v["answer"].as_u64().unwrap_or(cfg.fallback);
-        result.answers.insert(p.id.clone(), answer);
-        if v["fallback"] == true {
-            result.fallbacks += 1;
-        }
-        let votes: Vec<u64> = v["vote"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|x| x["votes"].as_u64()).collect())
-            .unwrap_or_default();
-        if let Some(&top) = votes.iter().max() {
-            let total: u64 = votes.iter().sum();
-            let mut sorted = votes.clone();
-            sorted.sort_unstable_by(|a, b| b.cmp(a));
-            result
-                .margins
-                .push((top - sorted.get(1).copied().unwrap_or(0)) as f64 / total.max(1) as f64);
-        }
-        if let Some(e) = p.expected {
-            result.scored += 1;
-            let ok = e == answer;
-            result.correct += usize::from(ok);
-            let entry = result
-                .per_source
-                .entry(p.source.clone().unwrap_or_else(|| "-".into()))
-                .or_default();
-            entry.0 += usize::from(ok);
-            entry.1 += 1;
-        }
-    }
-    Ok(result)
-}
-
-fn repair_tail(path: &Path) -> Result<()> {
-    let Ok(bytes) = std::fs::read(path) else {
-        return Ok(());
-    };
-    if bytes.is_empty() || bytes.ends_with(b"\n") {
-        return Ok(());
-    }
-    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
-    let f = std::fs::OpenOptions::new().write(true).open(path)?;
-    f.set_len(keep as u64)?;
-    Ok(())
-}
-
-/// Sample completions for one problem until all are in, the vote is settled, or the deadline
-/// passes. This thread hands out one ticket per sample, at most `concurrency` ahead, so no
-/// request starts once the vote is settled. Requests still in flight at the end are abandoned
-/// (their threads finish alone and their results are dropped).
-fn sample_problem(
-    cfg: &SolveConfig,
-    client: &Client,
-    messages: &[Message],
-    deadline: Instant,
-) -> (Vec<SampleTrace>, Tally, &'static str) {
-    let (result_tx, results) = std::sync::mpsc::channel::<SampleTrace>();
-    let (ticket_tx, tickets) = std::sync::mpsc::channel::<usize>();
-    let tickets = Arc::new(std::sync::Mutex::new(tickets));
-    let workers = cfg.concurrency.clamp(1, cfg.samples.max(1));
-    for _ in 0..workers {
-        let (result_tx, tickets) = (result_tx.clone(), tickets.clone());
-        let (client, messages, sampling, range) = (
-            client.clone(),
-            messages.to_vec(),
-            cfg.sampling.clone(),
-            cfg.answer_range.clone(),
-        );
-        std::thread::spawn(move || loop {
-            let ticket = tickets
-                .lock()
-                .map_err(|_| ())
-                .and_then(|t| t.recv().map_err(|_| ()));
-            let Ok(index) = ticket else { return };
-            let a = client.complete(&messages, &sampling, deadline);
-            let (answer, rejected) = match &a.completion {
-                Some(c) => match answer::extract_answer(&c.text, &range) {
-                    Ok(v) => (Some(v), None),
-                    Err(r) => (None, Some(r.to_string())),
-                },
-                None => (None, Some("no completion".to_string())),
-            };
-            let c = a.completion.clone().unwrap_or_default();
-            let trace = SampleTrace {
-                index,
-                text: a.completion.as_ref().map(|c| c.text.clone()),
-                answer,
-                rejected,
-                finish_reason: c.finish_reason,
-                prompt_tokens: c.prompt_tokens,
-                completion_tokens: c.completion_tokens,
-                seconds: a.seconds,
-                attempts: a.attempts,
-                errors: a.errors,
-            };
-            if result_tx.send(trace).is_err() {
-                return;
-            }
-        });
-    }
-    drop(result_tx);
-    let mut issued = 0;
-    while issued < workers {
-        let _ = ticket_tx.send(issued);
-        issued += 1;
-    }
-    let mut traces = Vec::new();
-    let mut tally = Tally::default();
-    let stopped = loop {
-        if traces.len() == cfg.samples {
-            break "all samples";
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        match results.recv_timeout(left) {
-            Ok(t) => {
-                if let Some(a) = t.answer {
-                    tally.add(a);
-                }
-                traces.push(t);
-                if traces.len() < cfg.samples
-                    && tally.settled(cfg.samples - traces.len(), cfg.samples, cfg.agreement)
-                {
-                    break "settled";
-                }
-                if issued < cfg.samples {
-                    let _ = ticket_tx.send(issued);
-                    issued += 1;
-                }
-            }
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => break "deadline",
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break "all samples",
-        }
-    };
-    drop(ticket_tx); // idle workers see the closed channel and exit
-    traces.sort_by_key(|t| t.index);
-    (traces, tally, stopped)
-}
-
-/// Parse `5h`, `90m`, `45s`, `1h30m` or plain seconds.
+/// Parse `5h`, `90m`, `45s`, `1h30m` or plain seconds. Negative, NaN, infinite and absurdly
+/// long (over 30 days) values are refused with the reason, never a panic.
 pub fn parse_duration(s: &str) -> Result<Duration> {
     let s = s.trim();
-    if let Ok(secs) = s.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(secs));
+    if s.is_empty() {
+        bail!("duration is empty: give seconds, or 5h, 90m, 45s");
     }
+    let total = match s.parse::<f64>() {
+        Ok(secs) => secs,
+        Err(_) => sum_units(s)?,
+    };
+    if total.is_nan() || total < 0.0 {
+        bail!("duration {s:?}: must be a non-negative number of seconds (or 5h, 90m, 45s)");
+    }
+    if total > MAX_DURATION_SECS {
+        bail!("duration {s:?}: longer than 30 days; give h, m or s (e.g. 5h)");
+    }
+    Ok(Duration::from_secs_f64(total))
+}
+
+fn sum_units(s: &str) -> Result<f64> {
     let mut total = 0f64;
     let mut num = String::new();
     for c in s.chars() {
@@ -599,7 +565,7 @@ pub fn parse_duration(s: &str) -> Result<Duration> {
     if !num.is_empty() {
         bail!("duration {s:?}: trailing number without unit");
     }
-    Ok(Duration::from_secs_f64(total))
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -612,5 +578,9 @@ mod tests {
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("5x").is_err());
+        assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
+        for bad in ["-1", "NaN", "inf", "-inf", "1e300", "99999h", "", "h", "5h-"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

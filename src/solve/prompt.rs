@@ -1,7 +1,7 @@
 //! Turning a problem and its retrieved neighbours into chat messages.
 
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::client::Message;
 
@@ -10,7 +10,7 @@ pub const DEFAULT_USER_TEMPLATE: &str =
     "{problem}\n\nSolve the problem. The final answer is a non-negative integer; \
      put it inside \\boxed{}.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RagFormat {
     /// Each neighbour as a user turn (its problem) and an assistant turn (its solution).
@@ -20,7 +20,7 @@ pub enum RagFormat {
 }
 
 /// `--rag k=4,min-score=0.3,exclude-above=0.98,format=chat`
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RagSpec {
     pub k: usize,
     pub min_score: Option<f32>,

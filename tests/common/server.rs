@@ -65,10 +65,11 @@ impl MockServer {
                     let Some(req) = read_request(&mut stream) else {
                         return;
                     };
+                    // n counts POSTs only: GETs (health, /models, /props) are not scripted.
                     let n = {
                         let mut l = log.lock().unwrap();
                         l.push(req.clone());
-                        l.len() - 1
+                        l.iter().filter(|r| r.method == "POST").count().saturating_sub(1)
                     };
                     let reply = if req.method == "GET" {
                         Reply::Raw(r#"{"data":[]}"#.into())

@@ -1,0 +1,56 @@
+//! The problems to solve: `id, problem[, answer, source]` records from csv / jsonl / parquet.
+
+use anyhow::{bail, Context, Result};
+use serde_json::Value;
+use std::collections::HashSet;
+use std::path::Path;
+
+use super::answer;
+
+/// A problem to solve.
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub id: String,
+    pub problem: String,
+    pub expected: Option<u64>,
+    pub source: Option<String>,
+}
+
+/// Read `id, problem[, answer, source]` records from csv / jsonl / parquet.
+pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for raw in crate::corpus::stream_records(&[path.to_path_buf()]) {
+        let raw = raw?;
+        let loc = raw.location();
+        let fields = raw.fields.map_err(|e| anyhow::anyhow!("{loc}: {e}"))?;
+        let id = crate::corpus::field_as_text(&fields, "id")
+            .with_context(|| format!("{loc}: missing \"id\""))?;
+        let problem = match fields.get("problem") {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+            _ => bail!("{loc}: missing or empty \"problem\""),
+        };
+        if !seen.insert(id.clone()) {
+            bail!("{loc}: duplicate id {id:?}");
+        }
+        let expected = ["answer_int", "answer"]
+            .iter()
+            .find_map(|k| match fields.get(*k) {
+                Some(Value::Number(n)) => n.as_u64(),
+                Some(Value::String(s)) => answer::parse_integer(s),
+                _ => None,
+            });
+        let source = crate::corpus::field_as_text(&fields, "source");
+        out.push(Problem {
+            id,
+            problem,
+            expected,
+            source,
+        });
+    }
+    if out.is_empty() {
+        bail!("{}: no problems", path.display());
+    }
+    Ok(out)
+}
+

@@ -1,0 +1,209 @@
+//! Sampling one problem: up to N completions with C requests in flight, each answer extracted
+//! and voted as it arrives, stopping early once the vote is settled or the deadline passes.
+//!
+//! Every sample reports exactly once, whatever happens inside it (a panic becomes a failed
+//! sample), so the loop never waits on a message that will not come. When sampling stops, the
+//! samples still running are cancelled: their connections close and the server frees the slots.
+
+use std::ops::RangeInclusive;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::answer;
+use super::client::{Attempted, Client, Message, Sampling};
+use super::trace::SampleTrace;
+use super::vote::Tally;
+
+/// What one problem's sampling asks for.
+#[derive(Debug, Clone)]
+pub struct SamplePlan {
+    pub sampling: Sampling,
+    pub samples: usize,
+    pub concurrency: usize,
+    pub agreement: f64,
+    pub answer_range: RangeInclusive<u64>,
+    pub deadline: Instant,
+}
+
+pub struct Sampled {
+    /// Finished samples, in sample order.
+    pub traces: Vec<SampleTrace>,
+    pub tally: Tally,
+    /// `all samples`, `settled`, `deadline` or `context overflow`.
+    pub stopped: &'static str,
+    pub context_overflow: bool,
+}
+
+pub fn sample_problem(client: &Client, messages: &[Message], plan: &SamplePlan) -> Sampled {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (result_tx, results) = channel::<SampleTrace>();
+    let (ticket_tx, tickets) = channel::<usize>();
+    let tickets = Arc::new(Mutex::new(tickets));
+    let workers = plan.concurrency.clamp(1, plan.samples.max(1));
+    let messages = Arc::new(messages.to_vec());
+    for _ in 0..workers {
+        let worker = SampleWorker {
+            client: client.clone(),
+            messages: messages.clone(),
+            plan: plan.clone(),
+            cancel: cancel.clone(),
+        };
+        let (result_tx, tickets) = (result_tx.clone(), tickets.clone());
+        std::thread::spawn(move || worker.run(&tickets, &result_tx));
+    }
+    drop(result_tx);
+    let mut issued = 0;
+    while issued < workers {
+        let _ = ticket_tx.send(issued);
+        issued += 1;
+    }
+    let sampled = collect(plan, &results, &ticket_tx, &mut issued);
+    // Whatever is still running is of no use now: close its connection.
+    cancel.store(true, Ordering::Relaxed);
+    drop(ticket_tx); // idle workers see the closed channel and exit
+    sampled
+}
+
+/// Receive results until every sample is in, the vote is settled, the deadline passes or the
+/// server says the prompt is too long; hand out a new ticket per result.
+fn collect(
+    plan: &SamplePlan,
+    results: &Receiver<SampleTrace>,
+    tickets: &Sender<usize>,
+    issued: &mut usize,
+) -> Sampled {
+    let mut out = Sampled {
+        traces: Vec::new(),
+        tally: Tally::default(),
+        stopped: "all samples",
+        context_overflow: false,
+    };
+    out.stopped = loop {
+        if out.traces.len() == plan.samples {
+            break "all samples";
+        }
+        let left = plan.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break "deadline";
+        }
+        // Waking up at least hourly keeps a far-off deadline from overflowing the clock.
+        let t = match results.recv_timeout(left.min(Duration::from_secs(3600))) {
+            Ok(t) => t,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break "all samples",
+        };
+        let overflow = t.errors.iter().any(|e| e.starts_with(OVERFLOW));
+        if let Some(a) = t.answer {
+            out.tally.add(a);
+        }
+        out.traces.push(t);
+        if overflow {
+            out.context_overflow = true;
+            break "context overflow";
+        }
+        let remaining = plan.samples - out.traces.len();
+        if remaining > 0 && out.tally.settled(remaining, plan.samples, plan.agreement) {
+            break "settled";
+        }
+        if *issued < plan.samples {
+            let _ = tickets.send(*issued);
+            *issued += 1;
+        }
+    };
+    out.traces.sort_by_key(|t| t.index);
+    out
+}
+
+/// Prefix of the error a sample records when the server refused the prompt's length.
+const OVERFLOW: &str = "context length exceeded: ";
+
+struct SampleWorker {
+    client: Client,
+    messages: Arc<Vec<Message>>,
+    plan: SamplePlan,
+    cancel: Arc<AtomicBool>,
+}
+
+impl SampleWorker {
+    fn run(&self, tickets: &Mutex<Receiver<usize>>, results: &Sender<SampleTrace>) {
+        loop {
+            let ticket = tickets
+                .lock()
+                .map_err(|_| ())
+                .and_then(|t| t.recv().map_err(|_| ()));
+            let Ok(index) = ticket else { return };
+            let start = Instant::now();
+            // Any panic inside becomes a failed sample: the loop is owed one result per ticket.
+            let trace = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.one(index)))
+                .unwrap_or_else(|panic| SampleTrace {
+                    index,
+                    errors: vec![format!("internal error in the sample: {}", panic_text(&panic))],
+                    seconds: start.elapsed().as_secs_f64(),
+                    ..Default::default()
+                });
+            if results.send(trace).is_err() {
+                return;
+            }
+        }
+    }
+
+    fn one(&self, index: usize) -> SampleTrace {
+        let a: Attempted = self.client.complete(
+            &self.messages,
+            &self.plan.sampling,
+            self.plan.deadline,
+            &self.cancel,
+        );
+        let mut errors = a.errors.clone();
+        if a.context_overflow {
+            if let Some(last) = errors.last_mut() {
+                *last = format!("{OVERFLOW}{last}");
+            }
+        }
+        let mut t = SampleTrace {
+            index,
+            seconds: a.seconds,
+            attempts: a.attempts,
+            errors,
+            cancelled: a.cancelled,
+            ..Default::default()
+        };
+        let Some(c) = &a.completion else {
+            t.rejected = Some("no completion".into());
+            return t;
+        };
+        // The answer comes from the content (after any </think>); only when the content has
+        // none is the reasoning searched, and the trace says which.
+        let range = &self.plan.answer_range;
+        let from_content = answer::extract_answer(&c.content, range);
+        let (answer, from) = match (&from_content, &c.reasoning) {
+            (Ok(v), _) => (Ok(*v), "content"),
+            (Err(_), Some(r)) => match answer::extract_answer(r, range) {
+                Ok(v) => (Ok(v), "reasoning"),
+                Err(_) => (from_content.clone(), "content"),
+            },
+            (Err(_), None) => (from_content.clone(), "content"),
+        };
+        match answer {
+            Ok(v) => {
+                t.answer = Some(v);
+                t.answer_from = Some(from.into());
+            }
+            Err(r) => t.rejected = Some(r.to_string()),
+        }
+        t.text = Some(c.full_text());
+        t.finish_reason = c.finish_reason.clone();
+        t.prompt_tokens = c.prompt_tokens;
+        t.completion_tokens = c.completion_tokens;
+        t
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "panic".into())
+}

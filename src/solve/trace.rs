@@ -1,0 +1,233 @@
+//! traces.jsonl: one typed line per solved problem and arm. It is the record of what was asked
+//! and answered, and the state a killed run resumes from: a line counts as done only for the
+//! same [`RunKey`] — everything that changes answers — so a resumed run never mixes answers of
+//! another setting into its submission.
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::client::{Message, Sampling};
+use super::prompt::RagSpec;
+
+/// Everything that changes the answers of an arm. Long texts are kept as hashes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunKey {
+    pub input_sha256: String,
+    /// sha256 of the index's manifest.json (it names every file's hash), when retrieving.
+    pub index_manifest_sha256: Option<String>,
+    pub rag: RagSpec,
+    pub model: String,
+    pub system_sha256: Option<String>,
+    pub template_sha256: String,
+    pub sampling: Sampling,
+    pub samples: usize,
+    pub agreement: f64,
+    pub answer_range: String,
+    pub fallback: u64,
+}
+
+impl RunKey {
+    /// The first field where an earlier run's key differs from this one.
+    pub fn first_difference(&self, other: &RunKey) -> Option<String> {
+        let (a, b) = (
+            serde_json::to_value(self).ok()?,
+            serde_json::to_value(other).ok()?,
+        );
+        let (a, b) = (a.as_object()?, b.as_object()?);
+        a.keys()
+            .chain(b.keys())
+            .find(|k| a.get(*k) != b.get(*k))
+            .cloned()
+    }
+}
+
+/// sha256 of a text, hex, for [`RunKey`].
+pub fn text_sha256(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    format!("{:x}", Sha256::digest(text.as_bytes()))
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Retrieved {
+    pub id: String,
+    pub score: f32,
+}
+
+/// How the prompt was fitted into the server's context.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PromptFit {
+    /// The server's context length, if known.
+    pub context: Option<usize>,
+    pub prompt_tokens: usize,
+    /// `tokenizer`, `server` or `estimate`.
+    pub counted_by: String,
+    /// Retrieved examples left out to fit, farthest first.
+    pub dropped: Vec<String>,
+    /// Examples whose solution was shortened to fit.
+    pub shortened: Vec<String>,
+    /// max_tokens sent, when it had to be lowered below --max-tokens.
+    pub max_tokens: Option<usize>,
+    /// Requests answered "context length exceeded" and retried with fewer examples.
+    pub overflow_retries: usize,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SampleTrace {
+    pub index: usize,
+    /// The whole completion (reasoning inside `<think>`), or None when none arrived.
+    pub text: Option<String>,
+    pub answer: Option<u64>,
+    /// `content`, or `reasoning` when only the thinking held an answer.
+    pub answer_from: Option<String>,
+    pub rejected: Option<String>,
+    pub finish_reason: Option<String>,
+    pub prompt_tokens: Option<u64>,
+    pub completion_tokens: Option<u64>,
+    pub seconds: f64,
+    pub attempts: usize,
+    pub errors: Vec<String>,
+    /// Stopped on purpose (early stop, deadline) before the server finished.
+    #[serde(default)]
+    pub cancelled: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VoteEntry {
+    pub answer: u64,
+    pub votes: usize,
+}
+
+/// One line of traces.jsonl.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Trace {
+    pub id: String,
+    pub arm: String,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dry_run: bool,
+    /// Missing in traces of exemplar versions before resume checking.
+    #[serde(default)]
+    pub run: Option<RunKey>,
+    pub rag: Option<RagSpec>,
+    pub retrieved: Vec<Retrieved>,
+    pub retrieval_ms: f64,
+    pub query_embed_ms: f64,
+    pub search_prompt_ms: f64,
+    #[serde(default)]
+    pub fit: PromptFit,
+    pub messages: Vec<Message>,
+    #[serde(default)]
+    pub samples: Vec<SampleTrace>,
+    #[serde(default)]
+    pub vote: Vec<VoteEntry>,
+    pub answer: Option<u64>,
+    #[serde(default)]
+    pub fallback: bool,
+    pub stopped: Option<String>,
+    pub expected: Option<u64>,
+    pub correct: Option<bool>,
+    pub source: Option<String>,
+    #[serde(default)]
+    pub seconds: f64,
+}
+
+/// The traces file of a run: finished problems read back typed, new lines appended and flushed
+/// one by one.
+pub struct TraceLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl TraceLog {
+    /// Open for appending (creating folders), after cutting a line torn by a kill.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        repair_tail(path)?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+        })
+    }
+
+    pub fn append(&mut self, t: &Trace) -> Result<()> {
+        let line = serde_json::to_string(t)?;
+        writeln!(self.file, "{line}")
+            .and_then(|_| self.file.flush())
+            .with_context(|| format!("writing {}", self.path.display()))
+    }
+}
+
+/// Answered problems of `arm` in a traces file, by id. A line of the same arm made with another
+/// [`RunKey`] is refused, naming the field (`--force` starts a new traces file instead).
+pub fn finished(path: &Path, arm: &str, key: &RunKey) -> Result<BTreeMap<String, Trace>> {
+    let mut out = BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(out);
+    };
+    let total = text.lines().count();
+    for (i, line) in text.lines().enumerate() {
+        let t: Trace = match serde_json::from_str(line) {
+            Ok(t) => t,
+            // A line cut by a kill is the last one: its problem is redone.
+            Err(_) if i + 1 == total => break,
+            Err(e) => bail!("{}:{}: not a trace line ({e})", path.display(), i + 1),
+        };
+        if t.arm != arm || t.dry_run || t.answer.is_none() {
+            continue;
+        }
+        match &t.run {
+            Some(k) if k == key => {}
+            Some(k) => bail!(
+                "{}:{}: made with a different {} than this run; use another --out (or --traces), \
+                 or --force to start over (the old traces are kept aside)",
+                path.display(),
+                i + 1,
+                k.first_difference(key).unwrap_or_else(|| "setting".into())
+            ),
+            None => bail!(
+                "{}:{}: written by an older exemplar without a run key; use another --out, or \
+                 --force to start over (the old traces are kept aside)",
+                path.display(),
+                i + 1
+            ),
+        }
+        out.insert(t.id.clone(), t);
+    }
+    Ok(out)
+}
+
+/// `--force`: move an existing traces file aside (never deleted) so the run starts clean.
+pub fn set_aside(path: &Path) -> Result<Option<PathBuf>> {
+    if !path.exists() {
+        return Ok(None);
+    }
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = path.with_extension(format!("jsonl.old-{stamp}"));
+    std::fs::rename(path, &aside)
+        .with_context(|| format!("moving {} aside", path.display()))?;
+    Ok(Some(aside))
+}
+
+fn repair_tail(path: &Path) -> Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(());
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(());
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |p| p + 1);
+    let f = std::fs::OpenOptions::new().write(true).open(path)?;
+    f.set_len(keep as u64)?;
+    Ok(())
+}
