@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::server::{MockServer, Reply};
+use common::server::{delta, MockServer, Reply};
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -501,4 +501,246 @@ fn launch_starts_the_server_waits_for_it_and_stops_it_on_exit() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the launched server is still running"
     );
+}
+
+/// What a real model (or a broken server) may send, one kind per request.
+fn hostile_reply(n: usize, user: &str) -> Reply {
+    let right = right_answer(user);
+    let chat = |message: serde_json::Value| {
+        Reply::Raw(serde_json::json!({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]}).to_string())
+    };
+    match n % 10 {
+        0 => Reply::Completion("The limit is \\boxed ∞ so \\boxed{∞}".into()),
+        1 => Reply::Completion(format!("{}\\boxed{{{right}", "{".repeat(5000))),
+        2 => chat(
+            serde_json::json!({"content": null, "reasoning_content": format!("so \\boxed{{{right}}}")}),
+        ),
+        3 => Reply::Raw(r#"{"choices": []}"#.into()),
+        4 => Reply::Status(
+            400,
+            r#"{"object":"error","message":"This model's maximum context length is 512 tokens"}"#
+                .into(),
+        ),
+        5 => Reply::Completion(format!("{}\\boxed{{{right}}}", "x".repeat(2 << 20))),
+        6 => Reply::Completion(format!("\0\0\\boxed{{\0{right}}}\0")),
+        7 => Reply::Stream(
+            vec![
+                delta(None, Some("thinking \\boxed{1} ")),
+                delta(Some("\\boxed{"), None),
+                delta(Some(&format!("{right}}}")), None),
+            ],
+            Duration::from_millis(1),
+        ),
+        8 => Reply::Raw(r#"{"object":"error","message":"internal failure"}"#.into()),
+        _ => Reply::Completion(format!("</think>\\boxed{{\\text{{{right}}}}}")),
+    }
+}
+
+#[test]
+fn hostile_completions_finish_in_bounded_time_with_one_answer_per_id() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 6);
+    let server = MockServer::start(|req, n| hostile_reply(n, &req.last_user()));
+    let start = Instant::now();
+    let o = solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "4",
+            "--concurrency",
+            "4",
+            "--retries",
+            "1",
+            "--request-timeout",
+            "20",
+        ],
+    );
+    ok(&o);
+    assert!(
+        start.elapsed() < Duration::from_secs(60),
+        "{:?}",
+        start.elapsed()
+    );
+    let t = traces(tmp.path());
+    assert_eq!(t.len(), 6, "one trace line per problem");
+    let ids: std::collections::BTreeSet<&str> =
+        t.iter().map(|l| l["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 6);
+    let sub = submission(tmp.path());
+    assert_eq!(sub.len(), 6, "every id answered exactly once");
+    // Reasoning-only replies were answered from the reasoning, and said so.
+    let from: Vec<&str> = t
+        .iter()
+        .flat_map(|l| l["samples"].as_array().unwrap())
+        .filter_map(|s| s["answer_from"].as_str())
+        .collect();
+    assert!(
+        from.contains(&"reasoning") && from.contains(&"content"),
+        "{from:?}"
+    );
+}
+
+#[test]
+fn early_stop_closes_the_streams_still_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 1);
+    // Three quick agreeing samples; the fourth streams a token every 50 ms for a minute.
+    let server = MockServer::start(|req, n| {
+        if n == 3 {
+            Reply::Stream(
+                vec![delta(Some("tok "), None); 1200],
+                Duration::from_millis(50),
+            )
+        } else {
+            Reply::Delay(
+                Duration::from_millis(300),
+                Box::new(Reply::Completion(format!(
+                    "\\boxed{{{}}}",
+                    right_answer(&req.last_user())
+                ))),
+            )
+        }
+    });
+    let start = Instant::now();
+    ok(&solve(
+        tmp.path(),
+        &server.url,
+        &[
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "4",
+            "--concurrency",
+            "4",
+        ],
+    ));
+    let finished = Instant::now();
+    assert!(finished - start < Duration::from_secs(20));
+    assert_eq!(traces(tmp.path())[0]["stopped"], "settled");
+    // The server sees the hang-up within two seconds of the early stop.
+    while server.hangups.lock().unwrap().is_empty() && finished.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let hangups = server.hangups.lock().unwrap();
+    assert_eq!(hangups.len(), 1, "the running stream was not closed");
+    assert!(hangups[0] < finished + Duration::from_secs(2));
+}
+
+#[test]
+fn a_rerun_with_other_settings_is_refused_by_name_and_force_starts_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 2);
+    let server = MockServer::start(|req, _| {
+        Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user())))
+    });
+    let base = [
+        "--input",
+        input.to_str().unwrap(),
+        "--rag",
+        "k=0",
+        "--samples",
+        "1",
+    ];
+    ok(&solve(tmp.path(), &server.url, &base));
+    let changed = [&base[..], &["--temperature", "0.2"]].concat();
+    let o = solve(tmp.path(), &server.url, &changed);
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("sampling") && err.contains("--force"), "{err}");
+    let requests = server.chat_requests().len();
+    ok(&solve(
+        tmp.path(),
+        &server.url,
+        &[&changed[..], &["--force"]].concat(),
+    ));
+    assert_eq!(
+        server.chat_requests().len(),
+        requests + 2,
+        "--force redoes every problem"
+    );
+    let aside = std::fs::read_dir(tmp.path().join("out"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains(".old-")
+        })
+        .count();
+    assert_eq!(aside, 1, "the old traces are kept aside");
+}
+
+#[test]
+fn a_kill_leaves_a_complete_submission_of_what_is_done() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 3);
+    let server = MockServer::start(|req, n| {
+        let answer = Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user())));
+        match n {
+            0 => answer,
+            _ => Reply::Delay(Duration::from_secs(60), Box::new(answer)),
+        }
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_solve"))
+        .args(["--endpoint", &server.url, "--out"])
+        .arg(tmp.path().join("out/submission.csv"))
+        .args([
+            "--quiet",
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "1",
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let path = tmp.path().join("out/submission.csv");
+    let start = Instant::now();
+    while submission_rows(&path) < 1 && start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(submission(tmp.path()), vec![("p1".into(), 11)]);
+}
+
+fn submission_rows(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count().saturating_sub(1))
+}
+
+#[test]
+fn absurd_durations_are_refused_clearly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = problems(tmp.path(), 1);
+    for (flag, value) in [
+        ("--time-budget", "-5"),
+        ("--backoff", "NaN"),
+        ("--request-timeout", "inf"),
+        ("--launch-timeout", "1e300"),
+    ] {
+        let o = solve(
+            tmp.path(),
+            "http://127.0.0.1:9/v1",
+            &[
+                "--input",
+                input.to_str().unwrap(),
+                "--rag",
+                "k=0",
+                &format!("{flag}={value}"),
+            ],
+        );
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(flag) && !err.contains("panicked"), "{err}");
+    }
 }

@@ -160,20 +160,21 @@ pub fn run(a: SolveArgs) -> Result<()> {
         bail!("--concurrency must be at least 1");
     }
     if !(0.0..=1.0).contains(&a.agreement) {
-        bail!("--agreement {}: expected a share between 0 and 1", a.agreement);
+        bail!(
+            "--agreement {}: expected a share between 0 and 1",
+            a.agreement
+        );
     }
     let traces = a
         .traces
         .clone()
         .unwrap_or_else(|| a.out.with_file_name("traces.jsonl"));
-    let launch = match &a.launch {
-        Some(cmd) => Some(LaunchSpec {
-            command: cmd.clone(),
-            log: a.out.with_file_name("server.log"),
-            timeout: duration("--launch-timeout", &a.launch_timeout)?,
-        }),
-        None => None,
-    };
+    let launch_timeout = duration("--launch-timeout", &a.launch_timeout)?;
+    let launch = a.launch.as_ref().map(|cmd| LaunchSpec {
+        command: cmd.clone(),
+        log: a.out.with_file_name("server.log"),
+        timeout: launch_timeout,
+    });
     let cfg = SolveConfig {
         input: a.input.clone(),
         index: a.index.clone(),

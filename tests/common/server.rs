@@ -43,11 +43,21 @@ pub enum Reply {
     /// Close the connection without answering.
     Drop,
     Delay(Duration, Box<Reply>),
+    /// Server-Sent Events: each string is one `data:` payload, sent `gap` apart, then
+    /// `data: [DONE]`. A write that fails (the client hung up) is logged in `hangups`.
+    Stream(Vec<String>, Duration),
+}
+
+/// One SSE chunk carrying `content` (and optionally `reasoning_content`) as a delta.
+pub fn delta(content: Option<&str>, reasoning: Option<&str>) -> String {
+    serde_json::json!({"choices": [{"index": 0, "delta": {"content": content, "reasoning_content": reasoning}, "finish_reason": null}]}).to_string()
 }
 
 pub struct MockServer {
     pub url: String,
     pub requests: Arc<Mutex<Vec<Request>>>,
+    /// When a streaming client hung up before the stream ended.
+    pub hangups: Arc<Mutex<Vec<std::time::Instant>>>,
 }
 
 impl MockServer {
@@ -55,12 +65,14 @@ impl MockServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
+        let hangups: Arc<Mutex<Vec<std::time::Instant>>> = Arc::default();
         let script = Arc::new(script);
         let log = requests.clone();
+        let hung = hangups.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let (log, script) = (log.clone(), script.clone());
+                let (log, script, hung) = (log.clone(), script.clone(), hung.clone());
                 std::thread::spawn(move || {
                     let Some(req) = read_request(&mut stream) else {
                         return;
@@ -69,18 +81,27 @@ impl MockServer {
                     let n = {
                         let mut l = log.lock().unwrap();
                         l.push(req.clone());
-                        l.iter().filter(|r| r.method == "POST").count().saturating_sub(1)
+                        l.iter()
+                            .filter(|r| r.method == "POST")
+                            .count()
+                            .saturating_sub(1)
                     };
                     let reply = if req.method == "GET" {
                         Reply::Raw(r#"{"data":[]}"#.into())
                     } else {
                         script(&req, n)
                     };
-                    respond(&mut stream, reply);
+                    if !respond(&mut stream, reply) {
+                        hung.lock().unwrap().push(std::time::Instant::now());
+                    }
                 });
             }
         });
-        Self { url, requests }
+        Self {
+            url,
+            requests,
+            hangups,
+        }
     }
 
     pub fn chat_requests(&self) -> Vec<Request> {
@@ -127,7 +148,8 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Request> {
     })
 }
 
-fn respond(stream: &mut std::net::TcpStream, reply: Reply) {
+/// Send the reply; false when a stream's client hung up before its end.
+fn respond(stream: &mut std::net::TcpStream, reply: Reply) -> bool {
     let (status, body) = match reply {
         Reply::Delay(d, inner) => {
             std::thread::sleep(d);
@@ -135,8 +157,9 @@ fn respond(stream: &mut std::net::TcpStream, reply: Reply) {
         }
         Reply::Drop => {
             let _ = stream.shutdown(std::net::Shutdown::Both);
-            return;
+            return true;
         }
+        Reply::Stream(events, gap) => return stream_events(stream, &events, gap),
         Reply::Completion(text) => (
             200,
             serde_json::json!({
@@ -156,4 +179,22 @@ fn respond(stream: &mut std::net::TcpStream, reply: Reply) {
     let _ = stream.write_all(head.as_bytes());
     let _ = stream.write_all(body.as_bytes());
     let _ = stream.flush();
+    true
+}
+
+fn stream_events(stream: &mut std::net::TcpStream, events: &[String], gap: Duration) -> bool {
+    let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n";
+    if stream.write_all(head.as_bytes()).is_err() {
+        return false;
+    }
+    for e in events.iter().map(String::as_str).chain(["[DONE]"]) {
+        let sent = stream
+            .write_all(format!("data: {e}\n\n").as_bytes())
+            .and_then(|_| stream.flush());
+        if sent.is_err() {
+            return false;
+        }
+        std::thread::sleep(gap);
+    }
+    true
 }
