@@ -81,6 +81,24 @@ pub fn field_as_text(fields: &Map<String, Value>, name: &str) -> Option<String> 
     }
 }
 
+/// Every record of one file with its location and id, or the error naming its line: the
+/// common first step of reading problems (`solve`) and labelled queries (`eval-retrieval`).
+pub fn records_with_ids(
+    path: &Path,
+) -> impl Iterator<Item = Result<(String, String, Map<String, Value>)>> {
+    let records: RecordIter = match open_records(path) {
+        Ok(it) => it,
+        Err(e) => Box::new(std::iter::once(Err(e))),
+    };
+    records.map(|raw| {
+        let raw = raw?;
+        let loc = raw.location();
+        let fields = raw.fields.map_err(|e| anyhow::anyhow!("{loc}: {e}"))?;
+        let id = field_as_text(&fields, "id").with_context(|| format!("{loc}: missing \"id\""))?;
+        Ok((loc, id, fields))
+    })
+}
+
 /// `{"id": .., "text": ..}` lines, as `embed encode` takes them. Ids must be unique and texts
 /// non-empty; each problem is reported with its line.
 pub fn read_id_text_jsonl(path: &Path) -> Result<Vec<(String, String)>> {

@@ -39,6 +39,14 @@ pub fn hash_file(path: &Path) -> Result<FileDigest> {
     })
 }
 
+/// The last component of `path` as text (empty when there is none).
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .unwrap_or_default()
+        .to_string_lossy()
+        .into_owned()
+}
+
 /// Temporary sibling of `path` (same directory, so the rename cannot cross filesystems).
 pub fn temp_path(path: &Path) -> PathBuf {
     let name = path

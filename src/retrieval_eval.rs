@@ -40,12 +40,8 @@ struct Query {
 
 fn read_queries(path: &Path, label: &str) -> Result<Vec<Query>> {
     let mut out = Vec::new();
-    for raw in crate::corpus::stream_records(&[path.to_path_buf()]) {
-        let raw = raw?;
-        let loc = raw.location();
-        let fields = raw.fields.map_err(|e| anyhow::anyhow!("{loc}: {e}"))?;
-        let id = crate::corpus::field_as_text(&fields, "id")
-            .with_context(|| format!("{loc}: missing \"id\""))?;
+    for record in crate::corpus::records_with_ids(path) {
+        let (loc, id, fields) = record?;
         let text = crate::corpus::field_as_text(&fields, "problem")
             .or_else(|| crate::corpus::field_as_text(&fields, "text"))
             .filter(|t| !t.trim().is_empty())
@@ -153,6 +149,65 @@ fn score(ranked: &[usize], labels: &[Option<String>], label: &str, k: usize) -> 
     (precision, rr)
 }
 
+/// What the scoring needs of each index record: its id, label and text.
+struct Columns {
+    ids: Vec<String>,
+    labels: Vec<Option<String>>,
+    texts: Vec<String>,
+}
+
+fn columns(records: &[serde_json::Map<String, serde_json::Value>], label: &str) -> Result<Columns> {
+    if !records.first().is_some_and(|r| r.contains_key(label)) {
+        let fields: Vec<&String> = records
+            .first()
+            .map(|r| r.keys().collect())
+            .unwrap_or_default();
+        bail!("the index records have no field {label:?}; fields: {fields:?}");
+    }
+    let text = |r: &serde_json::Map<String, serde_json::Value>, f: &str| -> Option<String> {
+        r.get(f).and_then(|v| v.as_str()).map(str::to_string)
+    };
+    Ok(Columns {
+        ids: records
+            .iter()
+            .map(|r| text(r, "id").unwrap_or_default())
+            .collect(),
+        labels: records
+            .iter()
+            .map(|r| r.get(label).and_then(crate::arrow_json::value_text))
+            .collect(),
+        texts: records
+            .iter()
+            .map(|r| {
+                text(r, "problem")
+                    .or_else(|| text(r, "text"))
+                    .unwrap_or_default()
+            })
+            .collect(),
+    })
+}
+
+/// `depth` distinct random rows (xorshift; seeded by the caller, so runs repeat) that pass
+/// `keep`.
+fn random_rows(
+    state: &mut u64,
+    n: usize,
+    depth: usize,
+    keep: impl Fn(&usize) -> bool,
+) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::with_capacity(depth);
+    while out.len() < depth.min(n.saturating_sub(1)) {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        let row = (*state % n as u64) as usize;
+        if keep(&row) && !out.contains(&row) {
+            out.push(row);
+        }
+    }
+    out
+}
+
 pub fn evaluate(
     index_dir: &Path,
     queries_path: &Path,
@@ -165,32 +220,7 @@ pub fn evaluate(
         bail!("-k must be at least 1");
     }
     let index = Index::load(index_dir)?;
-    let records = index.records()?;
-    if !records.first().is_some_and(|r| r.contains_key(label)) {
-        let fields: Vec<&String> = records
-            .first()
-            .map(|r| r.keys().collect())
-            .unwrap_or_default();
-        bail!("the index records have no field {label:?}; fields: {fields:?}");
-    }
-    let labels: Vec<Option<String>> = records
-        .iter()
-        .map(|r| r.get(label).and_then(crate::arrow_json::value_text))
-        .collect();
-    let ids: Vec<String> = records
-        .iter()
-        .map(|r| r["id"].as_str().unwrap_or_default().to_string())
-        .collect();
-    let texts: Vec<String> = records
-        .iter()
-        .map(|r| {
-            r.get("problem")
-                .or_else(|| r.get("text"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    let Columns { ids, labels, texts } = columns(&index.records()?, label)?;
     let queries = read_queries(queries_path, label)?;
     let encoder = crate::index::query_encoder(&index.manifest, model, crate::encoder::Device::Cpu)?;
     let qtexts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
@@ -218,16 +248,7 @@ pub fn evaluate(
             .into_iter()
             .filter(not_self)
             .collect();
-        let mut random: Vec<usize> = Vec::with_capacity(depth);
-        while random.len() < depth.min(ids.len().saturating_sub(1)) {
-            rng_state ^= rng_state << 13;
-            rng_state ^= rng_state >> 7;
-            rng_state ^= rng_state << 17;
-            let row = (rng_state % ids.len() as u64) as usize;
-            if not_self(&row) && !random.contains(&row) {
-                random.push(row);
-            }
-        }
+        let random = random_rows(&mut rng_state, ids.len(), depth, not_self);
         for (slot, ranked) in [dense, lexical, random].iter().enumerate() {
             let (p, rr) = score(ranked, &labels, &q.label, k);
             sums[slot].0 += p;

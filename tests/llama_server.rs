@@ -38,7 +38,10 @@ impl LlamaServer {
         let child = Command::new(bin)
             .args(["-m", gguf.to_str().unwrap(), "--host", "127.0.0.1"])
             .args(["--port", &port.to_string(), "-c", &ctx.to_string()])
-            .args(["-np", &parallel.to_string(), "-t", "2", "--no-webui"])
+            // One thread, passive waiting: two spinning OpenMP threads slow down tenfold when
+            // the tests share the cores (measured; tests/fixtures/llama-server/NOTES.md).
+            .args(["-np", &parallel.to_string(), "-t", "1", "--no-webui"])
+            .env("OMP_WAIT_POLICY", "passive")
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -50,7 +53,10 @@ impl LlamaServer {
         };
         let start = Instant::now();
         while get(&format!("{}/health", server.root)).is_none() {
-            assert!(start.elapsed() < Duration::from_secs(120), "llama-server did not start");
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "llama-server did not start"
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         server
@@ -64,7 +70,9 @@ impl LlamaServer {
     fn busy_slots(&self) -> usize {
         get(&format!("{}/slots", self.root))
             .and_then(|v| v.as_array().cloned())
-            .map_or(0, |s| s.iter().filter(|s| s["is_processing"] == true).count())
+            .map_or(0, |s| {
+                s.iter().filter(|s| s["is_processing"] == true).count()
+            })
     }
 }
 
@@ -97,7 +105,11 @@ fn build_index(dir: &Path, pad: usize) -> PathBuf {
             let cut = |f: &str| -> String { v[f].as_str().unwrap().chars().take(150).collect() };
             let (s, problem) = (cut("solution"), cut("problem"));
             v["problem"] = problem.into();
-            v["solution"] = format!("{}{s}", "We work through every step with care. ".repeat(pad)).into();
+            v["solution"] = format!(
+                "{}{s}",
+                "We work through every step with care. ".repeat(pad)
+            )
+            .into();
             v.to_string()
         })
         .collect();
@@ -106,14 +118,31 @@ fn build_index(dir: &Path, pad: usize) -> PathBuf {
     let (emb, idx) = (dir.join("emb"), dir.join("index"));
     let model = tiny_llama();
     for args in [
-        vec!["extract", "--model", model.to_str().unwrap(), "--input", corpus.to_str().unwrap()],
-        vec!["index", "build", "--embeddings", emb.to_str().unwrap(), "--out", idx.to_str().unwrap()],
+        vec![
+            "extract",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            corpus.to_str().unwrap(),
+        ],
+        vec![
+            "index",
+            "build",
+            "--embeddings",
+            emb.to_str().unwrap(),
+            "--out",
+            idx.to_str().unwrap(),
+        ],
     ] {
         let mut args: Vec<&str> = args;
         if args[0] == "extract" {
             args.extend(["--out", emb.to_str().unwrap(), "--shards", "1"]);
         }
-        let o = Command::new(embed_bin()).args(&args).arg("--quiet").output().unwrap();
+        let o = Command::new(embed_bin())
+            .args(&args)
+            .arg("--quiet")
+            .output()
+            .unwrap();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     idx
@@ -123,7 +152,11 @@ fn build_index(dir: &Path, pad: usize) -> PathBuf {
 fn test_problems(dir: &Path, n: usize) -> PathBuf {
     let text = std::fs::read_to_string(repo().join("datasets/sample/test.jsonl")).unwrap();
     let path = dir.join("problems.jsonl");
-    std::fs::write(&path, text.lines().take(n).collect::<Vec<_>>().join("\n") + "\n").unwrap();
+    std::fs::write(
+        &path,
+        text.lines().take(n).collect::<Vec<_>>().join("\n") + "\n",
+    )
+    .unwrap();
     path
 }
 
@@ -147,7 +180,11 @@ fn traces(dir: &Path) -> Vec<serde_json::Value> {
 }
 
 fn ok(o: &Output) {
-    assert!(o.status.success(), "solve failed: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "solve failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -160,8 +197,18 @@ fn rag_solving_against_llama_server_answers_every_id_with_real_completions() {
         tmp.path(),
         &server.endpoint(),
         &[
-            "--input", input.to_str().unwrap(), "--index", idx.to_str().unwrap(),
-            "--rag", "k=4", "--samples", "4", "--concurrency", "4", "--max-tokens", "24",
+            "--input",
+            input.to_str().unwrap(),
+            "--index",
+            idx.to_str().unwrap(),
+            "--rag",
+            "k=4",
+            "--samples",
+            "4",
+            "--concurrency",
+            "4",
+            "--max-tokens",
+            "24",
         ],
     );
     ok(&o);
@@ -193,8 +240,18 @@ fn a_deadline_leaves_the_server_idle_within_two_seconds() {
         tmp.path(),
         &server.endpoint(),
         &[
-            "--input", input.to_str().unwrap(), "--rag", "k=0", "--samples", "4",
-            "--concurrency", "4", "--max-tokens", "1500", "--time-budget", "4",
+            "--input",
+            input.to_str().unwrap(),
+            "--rag",
+            "k=0",
+            "--samples",
+            "4",
+            "--concurrency",
+            "4",
+            "--max-tokens",
+            "1500",
+            "--time-budget",
+            "4",
         ],
     );
     ok(&o);
@@ -221,8 +278,18 @@ fn long_examples_are_trimmed_to_a_small_context_without_overflow() {
         tmp.path(),
         &server.endpoint(),
         &[
-            "--input", input.to_str().unwrap(), "--index", idx.to_str().unwrap(),
-            "--rag", "k=4", "--samples", "2", "--concurrency", "1", "--max-tokens", "24",
+            "--input",
+            input.to_str().unwrap(),
+            "--index",
+            idx.to_str().unwrap(),
+            "--rag",
+            "k=4",
+            "--samples",
+            "2",
+            "--concurrency",
+            "1",
+            "--max-tokens",
+            "24",
         ],
     );
     ok(&o);

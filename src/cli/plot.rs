@@ -29,10 +29,10 @@ pub struct PlotArgs {
     /// Field that colours the points (e.g. subject, source, level). Without it, one colour.
     #[arg(long)]
     pub color_by: Option<String>,
-    /// Image to write; .png or .svg by extension (see --formats).
+    /// File to write; .png, .svg or .html (an interactive page) by extension (see --formats).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Write these formats beside --out, e.g. `png,svg` (replaces --out's extension).
+    /// Write these formats beside --out, e.g. `png,svg,html` (replaces --out's extension).
     #[arg(long, value_delimiter = ',')]
     pub formats: Vec<String>,
     /// At most this many points, stratified by the colour field (deterministic; highlighted
@@ -138,8 +138,8 @@ impl PlotArgs {
             } else {
                 for f in &self.formats {
                     let f = f.trim().to_ascii_lowercase();
-                    if f != "png" && f != "svg" {
-                        bail!("--formats: unknown format {f:?}; use png and/or svg");
+                    if !["png", "svg", "html"].contains(&f.as_str()) {
+                        bail!("--formats: unknown format {f:?}; use png, svg and/or html");
                     }
                     outputs.push(out.with_extension(&f));
                 }

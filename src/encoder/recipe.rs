@@ -165,7 +165,7 @@ pub fn resolve_recipe(
         || archs.iter().any(|a| a == "LlamaBidirectionalModel")
         || head.pooling.as_deref() == Some("avg");
 
-    let (mut attention, mut pooling) = match architecture {
+    let (attention, mut pooling) = match architecture {
         Architecture::Bert => (Attention::Bidirectional, Pooling::Mean),
         Architecture::Llama if bidirectional_llama => (Attention::Bidirectional, Pooling::Mean),
         // A plain decoder used as an embedder: causal attention, last token sees the whole text.
@@ -191,7 +191,7 @@ pub fn resolve_recipe(
     }
 
     let (st_query, st_document) = sentence_transformers_prompts(files)?;
-    let mut recipe = Recipe {
+    let recipe = Recipe {
         architecture,
         attention,
         pooling,
@@ -213,38 +213,39 @@ pub fn resolve_recipe(
             Architecture::Bert => PaddingSide::Right,
         },
     };
+    let recipe = overrides.apply(recipe)?;
+    check_recipe(&recipe)?;
+    Ok(recipe)
+}
 
-    if let Some(a) = overrides.attention {
-        attention = a;
-        recipe.attention = attention;
-    }
-    if let Some(p) = overrides.pooling {
-        recipe.pooling = p;
-    }
-    if let Some(n) = overrides.normalize {
-        recipe.normalize = n;
-    }
-    if let Some(e) = overrides.append_eos {
-        recipe.append_eos = e;
-    }
-    if let Some(n) = overrides.max_length {
-        if n < 2 {
-            bail!("--max-length must be at least 2, got {n}");
+impl RecipeOverrides {
+    /// The flags' values over the checkpoint's.
+    fn apply(&self, mut recipe: Recipe) -> Result<Recipe> {
+        if let Some(n) = self.max_length {
+            if n < 2 {
+                bail!("--max-length must be at least 2, got {n}");
+            }
+            recipe.max_length = n;
         }
-        recipe.max_length = n;
+        let set = |slot: &mut String, value: &Option<String>| {
+            if let Some(v) = value {
+                *slot = v.clone();
+            }
+        };
+        set(&mut recipe.document_template, &self.document_template);
+        set(&mut recipe.query_template, &self.query_template);
+        set(&mut recipe.instruction, &self.instruction);
+        recipe.attention = self.attention.unwrap_or(recipe.attention);
+        recipe.pooling = self.pooling.unwrap_or(recipe.pooling);
+        recipe.normalize = self.normalize.unwrap_or(recipe.normalize);
+        recipe.append_eos = self.append_eos.unwrap_or(recipe.append_eos);
+        recipe.padding_side = self.padding_side.unwrap_or(recipe.padding_side);
+        Ok(recipe)
     }
-    if let Some(t) = &overrides.document_template {
-        recipe.document_template = t.clone();
-    }
-    if let Some(t) = &overrides.query_template {
-        recipe.query_template = t.clone();
-    }
-    if let Some(i) = &overrides.instruction {
-        recipe.instruction = i.clone();
-    }
-    if let Some(p) = overrides.padding_side {
-        recipe.padding_side = p;
-    }
+}
+
+/// Combinations that cannot give correct vectors.
+fn check_recipe(recipe: &Recipe) -> Result<()> {
     for (name, t) in [
         ("document template", &recipe.document_template),
         ("query template", &recipe.query_template),
@@ -253,7 +254,7 @@ pub fn resolve_recipe(
             bail!("the {name} {t:?} has no {{text}} placeholder");
         }
     }
-    if architecture == Architecture::Bert {
+    if recipe.architecture == Architecture::Bert {
         if recipe.attention == Attention::Causal {
             bail!("--attention causal is not available for BERT models");
         }
@@ -261,7 +262,7 @@ pub fn resolve_recipe(
             bail!("BERT models use absolute positions and need --padding-side right");
         }
     }
-    Ok(recipe)
+    Ok(())
 }
 
 /// Pooling from `1_Pooling/config.json` (or whichever folder modules.json names for Pooling).

@@ -249,11 +249,7 @@ pub fn write_rejected(dir: &Path, rejected: &[Rejection]) -> Result<()> {
 pub fn clear(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let p = entry?.path();
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = crate::fsio::file_name(&p);
         let ours = name == "manifest.json"
             || name == "rejected.jsonl"
             || (name.starts_with("shard-")
@@ -289,4 +285,92 @@ pub fn read_complete(dir: &Path) -> Result<ExtractManifest> {
         );
     }
     Ok(m)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encoder::{Architecture, Attention, PaddingSide, Pooling};
+
+    fn manifest() -> ExtractManifest {
+        let info = ModelInfo {
+            model: "m".into(),
+            path: "/m".into(),
+            fingerprint: "sha256:abc".into(),
+            dim: 4,
+            vocab_size: 10,
+            dtype: DType::F32,
+            device: crate::encoder::Device::Cpu,
+            recipe: Recipe {
+                architecture: Architecture::Llama,
+                attention: Attention::Bidirectional,
+                pooling: Pooling::Mean,
+                normalize: true,
+                append_eos: false,
+                max_length: 512,
+                document_template: "{text}".into(),
+                query_template: "Q: {text}".into(),
+                instruction: "i".into(),
+                padding_side: PaddingSide::Left,
+            },
+        };
+        let plan = Plan {
+            inputs: vec![],
+            columns: vec![],
+            rows_per_shard: vec![3, 4],
+            rejected: vec![],
+            rejected_at: Default::default(),
+        };
+        let text = TextSpec {
+            id_field: "id".into(),
+            doc_template: "{problem}".into(),
+        };
+        ExtractManifest::new(&info, 2048, &text, &plan)
+    }
+
+    #[test]
+    fn the_first_differing_identity_field_is_named() {
+        let a = manifest();
+        assert_eq!(a.identity.first_difference(&a.identity), None);
+        let mut b = a.clone();
+        b.identity.recipe.pooling = Pooling::Last;
+        b.identity.shards = 3;
+        let d = a.identity.first_difference(&b.identity).unwrap();
+        assert_eq!(
+            (d.field.as_str(), d.ours.as_str(), d.theirs.as_str()),
+            ("recipe.pooling", "\"mean\"", "\"last\"")
+        );
+        let mut c = a.clone();
+        c.identity.max_batch_tokens = 4096;
+        assert_eq!(
+            a.identity.first_difference(&c.identity).unwrap().field,
+            "max_batch_tokens"
+        );
+        // Fields outside the identity (status, counts) never make two runs different jobs.
+        let mut d2 = a.clone();
+        d2.status = Status::Complete;
+        assert_eq!(a.identity.first_difference(&d2.identity), None);
+    }
+
+    #[test]
+    fn a_misspelt_or_missing_identity_field_is_refused_by_name() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("manifest.json");
+        let good = serde_json::to_string(&manifest()).unwrap();
+        std::fs::write(&path, &good).unwrap();
+        assert!(ExtractManifest::read(&path).is_ok());
+        for (from, to) in [
+            ("\"model_fingerprint\"", "\"model_fingerprnt\""),
+            ("\"rows_per_shard\"", "\"rows_per_shards\""),
+            ("\"pooling\"", "\"poling\""),
+        ] {
+            std::fs::write(&path, good.replacen(from, to, 1)).unwrap();
+            let err = format!("{:#}", ExtractManifest::read(&path).unwrap_err());
+            let name = from.trim_matches('"');
+            assert!(err.contains(&format!("missing field `{name}`")), "{err}");
+        }
+        std::fs::write(&path, good.replacen("\"in_progress\"", "\"done\"", 1)).unwrap();
+        let err = format!("{:#}", ExtractManifest::read(&path).unwrap_err());
+        assert!(err.contains("unknown variant `done`"), "{err}");
+    }
 }

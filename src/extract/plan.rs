@@ -139,17 +139,8 @@ pub fn plan(
     skip_bad: bool,
     mut on_record: impl FnMut(),
 ) -> Result<Plan> {
-    let mut inputs = Vec::new();
-    for p in paths {
-        let d = crate::fsio::hash_file(p)?;
-        inputs.push(InputFile {
-            path: p.display().to_string(),
-            bytes: d.bytes,
-            sha256: d.sha256,
-        });
-    }
-    let mut columns: Vec<(String, Option<ColumnType>)> = Vec::new();
-    let mut column_index: HashMap<String, usize> = HashMap::new();
+    let inputs = hash_inputs(paths)?;
+    let mut columns = ColumnTypes::default();
     let mut rows_per_shard = vec![0usize; shards];
     let mut first_seen: HashMap<String, String> = HashMap::new();
     let mut rejected = Vec::new();
@@ -175,16 +166,8 @@ pub fn plan(
             Ok(id) => {
                 first_seen.insert(id.clone(), raw.location());
                 rows_per_shard[shard_of(&id, shards)] += 1;
-                let fields = raw.fields.as_ref().expect("checked above");
-                for (k, v) in fields {
-                    if k == &spec.id_field {
-                        continue;
-                    }
-                    let idx = *column_index.entry(k.clone()).or_insert_with(|| {
-                        columns.push((k.clone(), None));
-                        columns.len() - 1
-                    });
-                    columns[idx].1 = merge_type(columns[idx].1, v);
+                if let Ok(fields) = &raw.fields {
+                    columns.observe(fields, &spec.id_field);
                 }
             }
             Err((id, reason)) => {
@@ -204,21 +187,58 @@ pub fn plan(
             }
         }
     }
-    let columns = columns
-        .into_iter()
-        .filter(|(name, _)| !RESERVED.contains(&name.as_str()))
-        .map(|(name, ty)| Column {
-            name,
-            ty: ty.unwrap_or(ColumnType::Utf8),
-        })
-        .collect();
     Ok(Plan {
         inputs,
-        columns,
+        columns: columns.finish(),
         rows_per_shard,
         rejected,
         rejected_at,
     })
+}
+
+fn hash_inputs(paths: &[PathBuf]) -> Result<Vec<InputFile>> {
+    paths
+        .iter()
+        .map(|p| {
+            let d = crate::fsio::hash_file(p)?;
+            Ok(InputFile {
+                path: p.display().to_string(),
+                bytes: d.bytes,
+                sha256: d.sha256,
+            })
+        })
+        .collect()
+}
+
+/// The passed-through columns in first-seen order, each typed by every value it holds.
+#[derive(Default)]
+struct ColumnTypes {
+    columns: Vec<(String, Option<ColumnType>)>,
+    index: HashMap<String, usize>,
+}
+
+impl ColumnTypes {
+    fn observe(&mut self, fields: &Map<String, Value>, id_field: &str) {
+        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != id_field) {
+            let columns = &mut self.columns;
+            let idx = *self.index.entry(k.clone()).or_insert_with(|| {
+                columns.push((k.clone(), None));
+                columns.len() - 1
+            });
+            self.columns[idx].1 = merge_type(self.columns[idx].1, v);
+        }
+    }
+
+    fn finish(self) -> Vec<Column> {
+        self.columns
+            .into_iter()
+            .filter(|(name, _)| !RESERVED.contains(&name.as_str()))
+            .map(|(name, ty)| Column {
+                name,
+                ty: ty.unwrap_or(ColumnType::Utf8),
+            })
+            .collect()
+    }
 }
 
 fn merge_type(current: Option<ColumnType>, v: &Value) -> Option<ColumnType> {

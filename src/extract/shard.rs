@@ -154,11 +154,7 @@ pub fn committed_parts(parts_dir: &Path) -> Result<Vec<PathBuf>> {
     }
     for entry in std::fs::read_dir(parts_dir)? {
         let p = entry?.path();
-        let name = p
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned();
+        let name = crate::fsio::file_name(&p);
         if name.ends_with(".tmp") {
             std::fs::remove_file(&p)?;
         } else if name.starts_with("part-") && name.ends_with(".parquet") {

@@ -224,16 +224,61 @@ fn build_into(
     start: Instant,
     progress: &dyn Progress,
 ) -> Result<IndexManifest> {
-    let n = em.rows;
-    let dim = em.dim;
     let graph: Graph = Hnsw::new(
         opts.m,
-        n.max(1),
+        em.rows.max(1),
         MAX_LAYERS,
         opts.ef_construction,
         DistL2 {},
     );
-    let bar = progress.task("indexing", Some(n as u64), "vectors");
+    let rows = insert_shards(embeddings, em, tmp, &graph, progress)?;
+    if rows != em.rows {
+        bail!(
+            "{}: shards hold {rows} rows, manifest says {}",
+            embeddings.display(),
+            em.rows
+        );
+    }
+    graph
+        .file_dump(tmp, GRAPH_BASENAME)
+        .context("writing the HNSW graph")?;
+    let mut files = BTreeMap::new();
+    for f in FILES {
+        files.insert(f.to_string(), hash_file(&tmp.join(f))?);
+    }
+    let manifest = IndexManifest {
+        format: FORMAT.into(),
+        count: em.rows,
+        dim: em.dim,
+        params: IndexParams {
+            m: opts.m,
+            ef_construction: opts.ef_construction,
+            default_ef: DEFAULT_EF,
+            distance: "l2 on unit vectors (score = cosine)".into(),
+        },
+        build_seconds: start.elapsed().as_secs_f64(),
+        source: embeddings.display().to_string(),
+        embeddings: em.clone(),
+        files,
+    };
+    crate::fsio::write_atomically(&tmp.join("manifest.json"), |w| {
+        serde_json::to_writer_pretty(&mut *w, &manifest)?;
+        Ok(())
+    })?;
+    Ok(manifest)
+}
+
+/// Stream every shard into the graph, `vectors.f32` and `records.parquet` (all columns but the
+/// embedding); returns the rows read.
+fn insert_shards(
+    embeddings: &Path,
+    em: &ExtractManifest,
+    tmp: &Path,
+    graph: &Graph,
+    progress: &dyn Progress,
+) -> Result<usize> {
+    let dim = em.dim;
+    let bar = progress.task("indexing", Some(em.rows as u64), "vectors");
     let mut vectors_out = std::io::BufWriter::new(std::fs::File::create(tmp.join("vectors.f32"))?);
     let mut records_out: Option<ArrowWriter<std::fs::File>> = None;
     let mut row = 0usize;
@@ -273,51 +318,14 @@ fn build_into(
             bar.inc(rows as u64);
         }
     }
-    drop(bar);
-    if row != n {
-        bail!(
-            "{}: shards hold {row} rows, manifest says {n}",
-            embeddings.display()
-        );
-    }
     vectors_out
         .into_inner()
         .map_err(|e| e.into_error())?
         .sync_all()?;
     match records_out {
-        Some(w) => {
-            w.close()?;
-        }
+        Some(w) => w.close().map(|_| row).map_err(Into::into),
         None => bail!("{}: no rows to index", embeddings.display()),
     }
-    graph
-        .file_dump(tmp, GRAPH_BASENAME)
-        .context("writing the HNSW graph")?;
-
-    let mut files = BTreeMap::new();
-    for f in FILES {
-        files.insert(f.to_string(), hash_file(&tmp.join(f))?);
-    }
-    let manifest = IndexManifest {
-        format: FORMAT.into(),
-        count: n,
-        dim,
-        params: IndexParams {
-            m: opts.m,
-            ef_construction: opts.ef_construction,
-            default_ef: DEFAULT_EF,
-            distance: "l2 on unit vectors (score = cosine)".into(),
-        },
-        build_seconds: start.elapsed().as_secs_f64(),
-        source: embeddings.display().to_string(),
-        embeddings: em.clone(),
-        files,
-    };
-    crate::fsio::write_atomically(&tmp.join("manifest.json"), |w| {
-        serde_json::to_writer_pretty(&mut *w, &manifest)?;
-        Ok(())
-    })?;
-    Ok(manifest)
 }
 
 pub fn read_manifest(dir: &Path) -> Result<IndexManifest> {
@@ -615,32 +623,24 @@ pub fn evaluate(index: &Index, queries: usize, k: usize, efs: &[usize]) -> Vec<E
     let n = index.len();
     let queries = queries.min(n).max(1);
     let rows: Vec<usize> = (0..queries).map(|i| i * n / queries).collect();
+    // The k nearest other rows (a query's own row is left out).
+    let others = |r: usize, hits: Vec<Hit>| -> Vec<usize> {
+        hits.into_iter()
+            .map(|h| h.row)
+            .filter(|&x| x != r)
+            .take(k)
+            .collect()
+    };
     let truth: Vec<Vec<usize>> = rows
         .iter()
-        .map(|&r| {
-            index
-                .search_exact(index.vector(r), k + 1, None)
-                .into_iter()
-                .map(|h| h.row)
-                .filter(|&x| x != r)
-                .take(k)
-                .collect()
-        })
+        .map(|&r| others(r, index.search_exact(index.vector(r), k + 1, None)))
         .collect();
     efs.iter()
         .map(|&ef| {
             let start = Instant::now();
             let found: Vec<Vec<usize>> = rows
                 .iter()
-                .map(|&r| {
-                    index
-                        .search_hnsw(index.vector(r), k + 1, ef, None)
-                        .into_iter()
-                        .map(|h| h.row)
-                        .filter(|&x| x != r)
-                        .take(k)
-                        .collect()
-                })
+                .map(|&r| others(r, index.search_hnsw(index.vector(r), k + 1, ef, None)))
                 .collect();
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             let hit: usize = found

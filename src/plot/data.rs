@@ -164,55 +164,94 @@ impl Dataset {
         Ok((ids, values))
     }
 
-    /// Vectors (flat, row-major) of `rows` (sorted ascending, no repeats), and when `columns`
-    /// the text of every non-embedding field for those rows. `loaded` is an index's vector
-    /// buffer when the index is already in memory.
+    /// Vectors (flat, row-major) of `rows` (sorted ascending, no repeats), and the text of the
+    /// fields named in `columns` for those rows (in that order; empty: none are read). `loaded`
+    /// is an index's vector buffer when the index is already in memory.
     pub fn read_rows(
         &self,
         rows: &[usize],
-        columns: bool,
+        columns: &[String],
         loaded: Option<&[f32]>,
     ) -> Result<(Vec<f32>, FieldColumns)> {
         debug_assert!(rows.windows(2).all(|w| w[0] < w[1]));
-        let dim = self.dim;
-        let mut vectors = Vec::with_capacity(rows.len() * dim);
-        let mut meta: Vec<Vec<Option<String>>> = Vec::new();
-        let want_vectors_from_parquet = matches!(self.source, Source::Embeddings(_));
-        if let Source::Index(dir) = &self.source {
-            match loaded {
-                Some(all) => {
-                    for &r in rows {
-                        vectors.extend_from_slice(&all[r * dim..(r + 1) * dim]);
-                    }
-                }
-                None => {
-                    let path = dir.join("vectors.f32");
-                    let mut f = std::io::BufReader::new(
-                        std::fs::File::open(&path)
-                            .with_context(|| format!("opening {}", path.display()))?,
-                    );
-                    let mut buf = vec![0u8; dim * 4];
-                    let mut pos = 0u64;
-                    for &r in rows {
-                        let at = (r * dim * 4) as u64;
-                        if at != pos {
-                            f.seek(SeekFrom::Start(at))?;
-                        }
-                        f.read_exact(&mut buf)
-                            .with_context(|| format!("reading {}", path.display()))?;
-                        pos = at + buf.len() as u64;
-                        vectors.extend(
-                            buf.chunks_exact(4)
-                                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-                        );
-                    }
-                }
-            }
-            if !columns {
-                return Ok((vectors, meta));
-            }
+        for c in columns {
+            self.check_field(c, "column")?;
         }
-        // Parquet pass: embeddings (extraction folders) and/or the other columns.
+        let mut vectors = Vec::with_capacity(rows.len() * self.dim);
+        let mut meta = Vec::new();
+        // An index keeps its vectors outside the Parquet records.
+        let vectors_in_parquet = match &self.source {
+            Source::Index(dir) => {
+                self.index_vectors(dir, rows, loaded, &mut vectors)?;
+                false
+            }
+            Source::Embeddings(_) => true,
+        };
+        if vectors_in_parquet || !columns.is_empty() {
+            let want = if vectors_in_parquet {
+                Some(&mut vectors)
+            } else {
+                None
+            };
+            self.parquet_rows(rows, columns, want, &mut meta)?;
+        }
+        if vectors.len() != rows.len() * self.dim {
+            bail!(
+                "{}: read {} vectors, expected {}",
+                self.source.dir().display(),
+                vectors.len() / self.dim.max(1),
+                rows.len()
+            );
+        }
+        Ok((vectors, meta))
+    }
+
+    /// `rows` of an index's `vectors.f32`: copied from `loaded`, or read with a seek per gap.
+    fn index_vectors(
+        &self,
+        dir: &Path,
+        rows: &[usize],
+        loaded: Option<&[f32]>,
+        vectors: &mut Vec<f32>,
+    ) -> Result<()> {
+        let dim = self.dim;
+        if let Some(all) = loaded {
+            for &r in rows {
+                vectors.extend_from_slice(&all[r * dim..(r + 1) * dim]);
+            }
+            return Ok(());
+        }
+        let path = dir.join("vectors.f32");
+        let mut f = std::io::BufReader::new(
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?,
+        );
+        let mut buf = vec![0u8; dim * 4];
+        let mut pos = 0u64;
+        for &r in rows {
+            let at = (r * dim * 4) as u64;
+            if at != pos {
+                f.seek(SeekFrom::Start(at))?;
+            }
+            f.read_exact(&mut buf)
+                .with_context(|| format!("reading {}", path.display()))?;
+            pos = at + buf.len() as u64;
+            vectors.extend(
+                buf.chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            );
+        }
+        Ok(())
+    }
+
+    /// One pass over the Parquet files for `rows` (row selection skips the others): their
+    /// embeddings into `vectors` when given, and the `columns` into `meta`.
+    fn parquet_rows(
+        &self,
+        rows: &[usize],
+        columns: &[String],
+        mut vectors: Option<&mut Vec<f32>>,
+        meta: &mut FieldColumns,
+    ) -> Result<()> {
         let mut offset = 0usize;
         let mut next = 0usize; // position in `rows`
         for (path, n) in &self.files {
@@ -225,13 +264,12 @@ impl Dataset {
             if local.is_empty() {
                 continue;
             }
-            let file = std::fs::File::open(path)?;
-            let b = ParquetRecordBatchReaderBuilder::try_new(file)?;
+            let b = ParquetRecordBatchReaderBuilder::try_new(std::fs::File::open(path)?)?;
             let schema = b.schema().clone();
             let mut roots = Vec::new();
             for (i, f) in schema.fields().iter().enumerate() {
                 let is_emb = f.name() == "embedding";
-                if (is_emb && want_vectors_from_parquet) || (!is_emb && columns) {
+                if (is_emb && vectors.is_some()) || columns.contains(f.name()) {
                     roots.push(i);
                 }
             }
@@ -246,36 +284,24 @@ impl Dataset {
             for batch in reader {
                 let batch: RecordBatch =
                     batch.with_context(|| format!("reading {}", path.display()))?;
-                if want_vectors_from_parquet {
-                    vectors.extend_from_slice(crate::extract::shard::embedding_values(
-                        &batch, dim, path,
+                if let Some(v) = vectors.as_deref_mut() {
+                    v.extend_from_slice(crate::extract::shard::embedding_values(
+                        &batch, self.dim, path,
                     )?);
                 }
-                if columns {
-                    let bs = batch.schema();
-                    let cols: Vec<(usize, &arrow::array::ArrayRef)> = bs
-                        .fields()
-                        .iter()
-                        .zip(batch.columns())
-                        .filter(|(f, _)| f.name() != "embedding")
-                        .enumerate()
-                        .map(|(i, (_, c))| (i, c))
-                        .collect();
-                    for r in 0..batch.num_rows() {
-                        meta.push(cols.iter().map(|(_, c)| cell_text(c.as_ref(), r)).collect());
-                    }
+                if columns.is_empty() {
+                    continue;
+                }
+                let cols = columns
+                    .iter()
+                    .map(|c| batch.column_by_name(c).context("column"))
+                    .collect::<Result<Vec<_>>>()?;
+                for r in 0..batch.num_rows() {
+                    meta.push(cols.iter().map(|c| cell_text(c.as_ref(), r)).collect());
                 }
             }
         }
-        if vectors.len() != rows.len() * dim {
-            bail!(
-                "{}: read {} vectors, expected {}",
-                self.source.dir().display(),
-                vectors.len() / dim.max(1),
-                rows.len()
-            );
-        }
-        Ok((vectors, meta))
+        Ok(())
     }
 }
 

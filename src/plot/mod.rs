@@ -1,9 +1,11 @@
-//! `embed plot`: 2D and 3D maps of an extraction or an index, PNG and SVG.
+//! `embed plot`: 2D and 3D maps of an extraction or an index: PNG and SVG (plotters), and a
+//! self-contained interactive HTML page (`html.rs`, `assets/map/`).
 //!
 //! ```text
 //! source (extraction folder | index) ── ids + colour column ──► stratified sample (by id hash)
 //!        └── vectors of the sampled rows only ──► PCA (exact) | UMAP-style layout (PCA init)
 //!                                                   └──► Scene ──► plotters: PNG / SVG
+//!                       (HTML: + id, source, text of the drawn rows) ──► html: one page
 //! ```
 //!
 //! The query of `--highlight-query` is embedded with the index's own model and recipe and
@@ -12,9 +14,11 @@
 
 pub mod data;
 pub mod font;
+pub mod html;
 pub mod pca;
 pub mod render;
 pub mod sample;
+pub mod text;
 pub mod umap;
 
 use anyhow::{bail, Context, Result};
@@ -137,6 +141,95 @@ pub struct PlotSummary {
 pub fn plot(cfg: &PlotConfig, progress: &dyn crate::progress::Progress) -> Result<PlotSummary> {
     let start = Instant::now();
     font::register();
+    check_config(cfg)?;
+    let ds = Dataset::open(&cfg.source)?;
+    if let Some(f) = &cfg.color_by {
+        ds.check_field(f, "--color-by")?;
+    }
+    let (ids, labels) = ds.read_labels(cfg.color_by.as_deref())?;
+    let mut marks = resolve_highlight(cfg, &ds, &ids)?;
+    let drawn = read_sample(cfg, &ds, &ids, &labels, &mut marks)?;
+    let read_seconds = start.elapsed().as_secs_f64();
+
+    let t_proj = Instant::now();
+    let proj = project(cfg, drawn.x.view(), progress)?;
+    let highlight = place_highlight(cfg, &marks, &drawn, &proj, &ids)?;
+    let project_seconds = t_proj.elapsed().as_secs_f64();
+
+    let t_draw = Instant::now();
+    let point_labels = point_labels(cfg, &drawn.rows, &labels);
+    let (legend, category) = legend(&point_labels, cfg.legend_max);
+    let scene = Scene {
+        title: cfg
+            .title
+            .clone()
+            .unwrap_or_else(|| default_title(cfg, &ds, drawn.rows.len())),
+        legend_title: cfg.color_by.clone().unwrap_or_else(|| "points".into()),
+        axis_names: proj.axis_names,
+        coords: proj.coords,
+        category,
+        legend,
+        order: paint_order(drawn.rows.len(), cfg.seed),
+        highlight,
+        views: cfg.views.clone(),
+        width: cfg.width,
+        height: cfg.height,
+    };
+    write_outputs(cfg, &ds, &ids, &drawn, &scene, &point_labels)?;
+    let draw_seconds = t_draw.elapsed().as_secs_f64();
+    Ok(PlotSummary {
+        points: drawn.rows.len(),
+        total: ds.rows,
+        method: cfg.method,
+        dims: cfg.dims,
+        outputs: cfg.outputs.clone(),
+        highlighted: marks.highlighted,
+        search: marks.search,
+        explained_variance: proj.explained,
+        legend: scene
+            .legend
+            .iter()
+            .map(|e| (e.label.clone(), e.count))
+            .collect(),
+        projector: cfg.export_projector.clone(),
+        seconds: Timings {
+            read: read_seconds,
+            project: project_seconds,
+            draw: draw_seconds,
+            total: start.elapsed().as_secs_f64(),
+        },
+        coords: scene.coords,
+        ids: drawn.rows.iter().map(|&r| ids[r].clone()).collect(),
+    })
+}
+
+/// The images, HTML pages and projector files `cfg` asks for.
+fn write_outputs(
+    cfg: &PlotConfig,
+    ds: &Dataset,
+    ids: &[String],
+    drawn: &Drawn,
+    scene: &Scene,
+    point_labels: &[String],
+) -> Result<()> {
+    if let Some(fields) = &drawn.tooltip {
+        let info = point_info(cfg, ids, drawn, point_labels, fields);
+        for out in cfg.outputs.iter().filter(|o| is_html(o)) {
+            html::write(scene, &info, out)?;
+        }
+    }
+    for out in cfg.outputs.iter().filter(|o| !is_html(o)) {
+        render::write(scene, out)?;
+    }
+    if let Some(dir) = &cfg.export_projector {
+        let x = drawn.x.view();
+        write_projector(dir, &ds.fields, ids, &drawn.rows, x, &drawn.meta)?;
+    }
+    Ok(())
+}
+
+/// Refuse settings that cannot make a map, before anything is read.
+fn check_config(cfg: &PlotConfig) -> Result<()> {
     if cfg.dims != 2 && cfg.dims != 3 {
         bail!("--dims must be 2 or 3, got {}", cfg.dims);
     }
@@ -153,21 +246,30 @@ pub fn plot(cfg: &PlotConfig, progress: &dyn crate::progress::Progress) -> Resul
     if cfg.sample == 0 {
         bail!("--sample must be at least 1");
     }
-    let ds = Dataset::open(&cfg.source)?;
-    if let Some(f) = &cfg.color_by {
-        ds.check_field(f, "--color-by")?;
-    }
-    let (ids, labels) = ds.read_labels(cfg.color_by.as_deref())?;
+    Ok(())
+}
 
-    // Highlight: resolve to rows before sampling, so they are always drawn.
-    let mut loaded: Option<crate::index::Index> = None;
-    let mut query: Option<(String, Vec<f32>)> = None;
-    let mut anchor_row: Option<usize> = None;
-    let mut neighbour_rows: Vec<usize> = Vec::new();
-    let mut highlighted: Vec<String> = Vec::new();
-    let mut search = None;
+/// What the highlight resolved to, in source rows. Resolved before sampling so that the marked
+/// rows are always drawn.
+#[derive(Default)]
+struct Marks {
+    /// The loaded index of a query highlight: its vectors are reused for the sampled rows.
+    index: Option<crate::index::Index>,
+    /// The query text and its embedding.
+    query: Option<(String, Vec<f32>)>,
+    /// `--highlight-ids`: the first id's row (the anchor).
+    anchor_row: Option<usize>,
+    /// Rows ringed and numbered, best first.
+    neighbour_rows: Vec<usize>,
+    /// What the summary reports as highlighted.
+    highlighted: Vec<String>,
+    /// "exact" or "hnsw" for a query.
+    search: Option<String>,
+}
+
+fn resolve_highlight(cfg: &PlotConfig, ds: &Dataset, ids: &[String]) -> Result<Marks> {
     match &cfg.highlight {
-        None => {}
+        None => Ok(Marks::default()),
         Some(HighlightSpec::Query {
             text,
             k,
@@ -190,43 +292,105 @@ pub fn plot(cfg: &PlotConfig, progress: &dyn crate::progress::Progress) -> Resul
                 ..Default::default()
             };
             let found = idx.search(&v, *k, &opts);
-            search = Some(found.method.to_string());
-            neighbour_rows = found.hits.iter().map(|h| h.row).collect();
-            highlighted = neighbour_rows.iter().map(|&r| ids[r].clone()).collect();
-            query = Some((text.clone(), v));
-            loaded = Some(idx);
+            let neighbour_rows: Vec<usize> = found.hits.iter().map(|h| h.row).collect();
+            Ok(Marks {
+                highlighted: neighbour_rows.iter().map(|&r| ids[r].clone()).collect(),
+                neighbour_rows,
+                search: Some(found.method.to_string()),
+                query: Some((text.clone(), v)),
+                index: Some(idx),
+                anchor_row: None,
+            })
         }
         Some(HighlightSpec::Ids(list)) => {
-            if list.is_empty() {
-                bail!("--highlight-ids: no ids given");
-            }
-            let by_id: HashMap<&str, usize> = ids
-                .iter()
-                .enumerate()
-                .map(|(i, s)| (s.as_str(), i))
-                .collect();
-            let mut rows = Vec::new();
-            for id in list {
-                match by_id.get(id.as_str()) {
-                    Some(&r) => rows.push(r),
-                    None => bail!(
-                        "--highlight-ids: no record with id {id:?} in {} (ids look like {:?})",
-                        ds.source.dir().display(),
-                        ids.iter().take(3).collect::<Vec<_>>()
-                    ),
-                }
-            }
-            anchor_row = Some(rows[0]);
-            neighbour_rows = rows[1..].to_vec();
-            highlighted = list.clone();
+            let rows = rows_of_ids(list, ds, ids)?;
+            Ok(Marks {
+                anchor_row: Some(rows[0]),
+                neighbour_rows: rows[1..].to_vec(),
+                highlighted: list.clone(),
+                ..Default::default()
+            })
         }
     }
-    let mut forced = neighbour_rows.clone();
-    forced.extend(anchor_row);
-    let rows = sample::stratified(&ids, &labels, cfg.sample, cfg.seed, &forced);
+}
+
+/// The rows of `--highlight-ids`, in the order given; an unknown id is an error naming it.
+fn rows_of_ids(list: &[String], ds: &Dataset, ids: &[String]) -> Result<Vec<usize>> {
+    if list.is_empty() {
+        bail!("--highlight-ids: no ids given");
+    }
+    let by_id: HashMap<&str, usize> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
+    list.iter()
+        .map(|id| match by_id.get(id.as_str()) {
+            Some(&r) => Ok(r),
+            None => bail!(
+                "--highlight-ids: no record with id {id:?} in {} (ids look like {:?})",
+                ds.source.dir().display(),
+                ids.iter().take(3).collect::<Vec<_>>()
+            ),
+        })
+        .collect()
+}
+
+/// The drawn rows and what was read of them.
+struct Drawn {
+    /// Source rows, ascending.
+    rows: Vec<usize>,
+    /// Their vectors, one row each.
+    x: Array2<f32>,
+    /// The fields read for each row: `columns`, in that order (empty when none are needed).
+    meta: data::FieldColumns,
+    columns: Vec<String>,
+    /// HTML output: which of `columns` the tooltips show.
+    tooltip: Option<TooltipFields>,
+}
+
+/// The fields an HTML map's tooltips show besides the id and the colour field.
+struct TooltipFields {
+    source: Option<String>,
+    text: Option<String>,
+}
+
+/// Sample the rows (the highlighted ones always kept) and read their vectors: from the index
+/// already loaded for a query, else from the source.
+fn read_sample(
+    cfg: &PlotConfig,
+    ds: &Dataset,
+    ids: &[String],
+    labels: &[Option<String>],
+    marks: &mut Marks,
+) -> Result<Drawn> {
+    let mut forced = marks.neighbour_rows.clone();
+    forced.extend(marks.anchor_row);
+    let rows = sample::stratified(ids, labels, cfg.sample, cfg.seed, &forced);
+    let loaded = marks.index.take();
+    let tooltip = cfg
+        .outputs
+        .iter()
+        .any(|o| is_html(o))
+        .then(|| TooltipFields {
+            source: ds
+                .fields
+                .iter()
+                .find(|f| *f == "source" && cfg.color_by.as_deref() != Some("source"))
+                .cloned(),
+            text: text_field(ds),
+        });
+    let columns: Vec<String> = if cfg.export_projector.is_some() {
+        ds.fields.clone()
+    } else {
+        let t = tooltip.as_ref();
+        t.into_iter()
+            .flat_map(|t| t.source.iter().chain(&t.text).cloned())
+            .collect()
+    };
     let (vectors, meta) = ds.read_rows(
         &rows,
-        cfg.export_projector.is_some(),
+        &columns,
         loaded.as_ref().map(|i| i.vectors.as_slice()),
     )?;
     drop(loaded);
@@ -245,95 +409,151 @@ pub fn plot(cfg: &PlotConfig, progress: &dyn crate::progress::Progress) -> Resul
             method_name(cfg.method)
         );
     }
-    let read_seconds = start.elapsed().as_secs_f64();
+    Ok(Drawn {
+        rows,
+        x,
+        meta,
+        columns,
+        tooltip,
+    })
+}
 
-    // Projection.
-    let t_proj = Instant::now();
-    let pca = pca::Pca::fit(x.view(), cfg.dims, cfg.seed)?;
-    let pca_coords = pca.transform(x.view());
-    let (coords, axis_names, explained) = match cfg.method {
-        Method::Pca => {
-            let names = (0..cfg.dims)
+/// The projected points and how to label the axes.
+struct Projection {
+    coords: Array2<f32>,
+    axis_names: Vec<String>,
+    /// PCA: each axis's share of the variance.
+    explained: Option<Vec<f64>>,
+    /// Also fitted for the UMAP-style layout (its initial positions).
+    pca: pca::Pca,
+}
+
+fn project(
+    cfg: &PlotConfig,
+    x: ArrayView2<f32>,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Projection> {
+    let pca = pca::Pca::fit(x, cfg.dims, cfg.seed)?;
+    let pca_coords = pca.transform(x);
+    Ok(match cfg.method {
+        Method::Pca => Projection {
+            coords: pca_coords,
+            axis_names: (0..cfg.dims)
                 .map(|i| {
+                    let share = 100.0 * pca.explained[i];
                     if cfg.dims == 2 {
-                        format!("PC{} ({:.1}% of variance)", i + 1, 100.0 * pca.explained[i])
+                        format!("PC{} ({share:.1}% of variance)", i + 1)
                     } else {
-                        format!("PC{} ({:.1}%)", i + 1, 100.0 * pca.explained[i])
+                        format!("PC{} ({share:.1}%)", i + 1)
                     }
                 })
-                .collect();
-            (pca_coords, names, Some(pca.explained.clone()))
-        }
-        Method::Umap => {
-            let k = cfg.neighbors.min(n - 1).max(2);
-            let bar = progress.task("kNN graph", Some(n as u64), "points");
-            let knn = if n <= umap::EXACT_KNN_MAX {
-                umap::knn_exact(x.view(), k, &*bar)
-            } else {
-                umap::knn_hnsw(x.view(), k, &*bar)
-            };
-            drop(bar);
-            let bar = progress.task("layout", Some(0), "epochs");
-            let opts = umap::UmapOptions {
-                neighbors: k,
-                epochs: cfg.epochs,
-                seed: cfg.seed,
-                learning_rate: 1.0,
-            };
-            let y = umap::layout(&knn, &pca_coords, &opts, &*bar)?;
-            drop(bar);
-            let names = (0..cfg.dims).map(|i| format!("UMAP-{}", i + 1)).collect();
-            (y, names, None)
-        }
+                .collect(),
+            explained: Some(pca.explained.clone()),
+            pca,
+        },
+        Method::Umap => Projection {
+            coords: umap_layout(cfg, x, &pca_coords, progress)?,
+            axis_names: (0..cfg.dims).map(|i| format!("UMAP-{}", i + 1)).collect(),
+            explained: None,
+            pca,
+        },
+    })
+}
+
+/// kNN graph (exact up to `EXACT_KNN_MAX` points, else HNSW), then the SGD layout from `init`.
+fn umap_layout(
+    cfg: &PlotConfig,
+    x: ArrayView2<f32>,
+    init: &Array2<f32>,
+    progress: &dyn crate::progress::Progress,
+) -> Result<Array2<f32>> {
+    let n = x.nrows();
+    let k = cfg.neighbors.min(n - 1).max(2);
+    let bar = progress.task("kNN graph", Some(n as u64), "points");
+    let knn = if n <= umap::EXACT_KNN_MAX {
+        umap::knn_exact(x, k, &*bar)
+    } else {
+        umap::knn_hnsw(x, k, &*bar)
     };
+    drop(bar);
+    let bar = progress.task("layout", Some(0), "epochs");
+    let opts = umap::UmapOptions {
+        neighbors: k,
+        epochs: cfg.epochs,
+        seed: cfg.seed,
+        learning_rate: 1.0,
+    };
+    umap::layout(&knn, init, &opts, &*bar)
+}
+
+/// Where the marks go on the map: a query is projected like a point (PCA) or placed among its
+/// nearest drawn points (UMAP-style, which has no transform); an id anchor is its own point.
+fn place_highlight(
+    cfg: &PlotConfig,
+    marks: &Marks,
+    drawn: &Drawn,
+    proj: &Projection,
+    ids: &[String],
+) -> Result<Option<Highlight>> {
     let position = |r: usize| {
-        rows.binary_search(&r)
+        drawn
+            .rows
+            .binary_search(&r)
             .expect("highlighted rows are sampled")
     };
-    let highlight = match (&query, anchor_row) {
+    let neighbours = marks.neighbour_rows.iter().map(|&r| position(r)).collect();
+    Ok(match (&marks.query, marks.anchor_row) {
         (Some((text, v)), _) => {
             let anchor = match cfg.method {
                 Method::Pca => {
                     let q = ArrayView2::from_shape((1, v.len()), v.as_slice())?;
-                    pca.transform(q).row(0).to_vec()
+                    proj.pca.transform(q).row(0).to_vec()
                 }
-                Method::Umap => umap::place(x.view(), &coords, v, cfg.neighbors.min(n)),
+                Method::Umap => {
+                    let k = cfg.neighbors.min(drawn.rows.len());
+                    umap::place(drawn.x.view(), &proj.coords, v, k)
+                }
             };
             Some(Highlight {
                 anchor,
-                anchor_label: format!("query: {}", short(text, 40)),
-                neighbours: neighbour_rows.iter().map(|&r| position(r)).collect(),
+                anchor_label: format!("query: {}", text::short(text, 40)),
+                neighbours,
             })
         }
         (None, Some(a)) => Some(Highlight {
-            anchor: coords.row(position(a)).to_vec(),
-            anchor_label: format!("id {}", short(&ids[a], 40)),
-            neighbours: neighbour_rows.iter().map(|&r| position(r)).collect(),
+            anchor: proj.coords.row(position(a)).to_vec(),
+            anchor_label: format!("id {}", text::short(&ids[a], 40)),
+            neighbours,
         }),
         (None, None) => None,
-    };
-    let project_seconds = t_proj.elapsed().as_secs_f64();
+    })
+}
 
-    // Legend: categories by drawn count, the tail folded into "other".
-    let t_draw = Instant::now();
-    let point_labels: Vec<String> = rows
-        .iter()
+/// The colour-field value of each drawn point as its legend label.
+fn point_labels(cfg: &PlotConfig, rows: &[usize], labels: &[Option<String>]) -> Vec<String> {
+    rows.iter()
         .map(|&r| match (&cfg.color_by, &labels[r]) {
             (None, _) => "all points".to_string(),
             (Some(_), Some(v)) => v.clone(),
             (Some(_), None) => "(none)".to_string(),
         })
-        .collect();
+        .collect()
+}
+
+/// Legend entries (categories by drawn count, largest first; past `legend_max` the tail is
+/// folded into one grey "other" entry) and each point's entry.
+fn legend(point_labels: &[String], legend_max: usize) -> (Vec<LegendEntry>, Vec<usize>) {
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for l in &point_labels {
+    for l in point_labels {
         *counts.entry(l.as_str()).or_default() += 1;
     }
     let mut by_count: Vec<(&str, usize)> = counts.into_iter().collect();
     by_count.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let keep = if by_count.len() <= cfg.legend_max + 1 {
+    // Folding a single category into "other" would save no line.
+    let keep = if by_count.len() <= legend_max + 1 {
         by_count.len()
     } else {
-        cfg.legend_max
+        legend_max
     };
     let mut legend: Vec<LegendEntry> = by_count[..keep]
         .iter()
@@ -344,99 +564,111 @@ pub fn plot(cfg: &PlotConfig, progress: &dyn crate::progress::Progress) -> Resul
             color: PALETTE[i % PALETTE.len()],
         })
         .collect();
+    if keep < by_count.len() {
+        legend.push(LegendEntry {
+            label: format!("other ({} categories)", by_count.len() - keep),
+            count: by_count[keep..].iter().map(|e| e.1).sum(),
+            color: OTHER,
+        });
+    }
     let slot: HashMap<&str, usize> = by_count[..keep]
         .iter()
         .enumerate()
         .map(|(i, (l, _))| (*l, i))
         .collect();
-    if keep < by_count.len() {
-        let rest: usize = by_count[keep..].iter().map(|e| e.1).sum();
-        legend.push(LegendEntry {
-            label: format!("other ({} categories)", by_count.len() - keep),
-            count: rest,
-            color: OTHER,
-        });
-    }
-    let category: Vec<usize> = point_labels
+    let category = point_labels
         .iter()
         .map(|l| slot.get(l.as_str()).copied().unwrap_or(keep))
         .collect();
-    // Paint in a shuffled (seeded) order so no category is always on top.
+    (legend, category)
+}
+
+/// A shuffled (seeded) paint order, so that no category is always on top.
+fn paint_order(n: usize, seed: u64) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = sample::Rng::new(cfg.seed ^ 0xd1ce);
+    let mut rng = sample::Rng::new(seed ^ 0xd1ce);
     for i in (1..n).rev() {
         order.swap(i, rng.below(i + 1));
     }
-    let title = cfg.title.clone().unwrap_or_else(|| {
-        format!(
-            "{} · {} · {} {}D · {} of {} points",
-            model_name(&ds.manifest.model),
-            corpus_name(&ds.manifest),
-            method_name(cfg.method),
-            cfg.dims,
-            render::thousands(n),
-            render::thousands(ds.rows)
-        )
-    });
-    let scene = Scene {
-        title,
-        legend_title: cfg.color_by.clone().unwrap_or_else(|| "points".into()),
-        axis_names,
-        coords,
-        category,
-        legend,
-        order,
-        highlight,
-        views: cfg.views.clone(),
-        width: cfg.width,
-        height: cfg.height,
+    order
+}
+
+fn is_html(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("html") || e.eq_ignore_ascii_case("htm"))
+}
+
+/// The field holding the problem text: the first field of the extraction's text template
+/// (`{problem}`) that the records kept, else a field with a usual name.
+fn text_field(ds: &Dataset) -> Option<String> {
+    let has = |f: &str| ds.fields.iter().any(|g| g == f) && f != "id";
+    ds.manifest
+        .text
+        .fields()
+        .into_iter()
+        .find(|f| has(f))
+        .or_else(|| {
+            ["problem", "text", "question"]
+                .into_iter()
+                .find(|f| has(f))
+                .map(String::from)
+        })
+}
+
+/// What the HTML map's tooltips show for each drawn point: its id, the colour field, the
+/// source field and the first `html::TEXT_CHARS` characters of its text.
+fn point_info(
+    cfg: &PlotConfig,
+    ids: &[String],
+    drawn: &Drawn,
+    point_labels: &[String],
+    tooltip: &TooltipFields,
+) -> html::PointInfo {
+    let column = |name: &str| -> Vec<Option<String>> {
+        let c = drawn.columns.iter().position(|f| f == name);
+        (0..drawn.rows.len())
+            .map(|i| c.and_then(|c| drawn.meta[i][c].clone()))
+            .collect()
     };
-    for out in &cfg.outputs {
-        render::write(&scene, out)?;
+    let mut fields = Vec::new();
+    if let Some(f) = &cfg.color_by {
+        fields.push((f.clone(), point_labels.iter().cloned().map(Some).collect()));
     }
-    if let Some(dir) = &cfg.export_projector {
-        write_projector(dir, &ds.fields, &ids, &rows, x.view(), &meta)?;
+    if let Some(s) = &tooltip.source {
+        fields.push((s.clone(), column(s)));
     }
-    let draw_seconds = t_draw.elapsed().as_secs_f64();
-    Ok(PlotSummary {
-        points: n,
-        total: ds.rows,
-        method: cfg.method,
-        dims: cfg.dims,
-        outputs: cfg.outputs.clone(),
-        highlighted,
-        search,
-        explained_variance: explained,
-        legend: scene
-            .legend
+    let text = tooltip.text.as_ref().map(|t| {
+        let texts = column(t)
             .iter()
-            .map(|e| (e.label.clone(), e.count))
-            .collect(),
-        projector: cfg.export_projector.clone(),
-        seconds: Timings {
-            read: read_seconds,
-            project: project_seconds,
-            draw: draw_seconds,
-            total: start.elapsed().as_secs_f64(),
-        },
-        coords: scene.coords,
-        ids: rows.iter().map(|&r| ids[r].clone()).collect(),
-    })
+            .map(|v| text::short(v.as_deref().unwrap_or(""), html::TEXT_CHARS))
+            .collect();
+        (t.clone(), texts)
+    });
+    html::PointInfo {
+        ids: drawn.rows.iter().map(|&r| ids[r].clone()).collect(),
+        fields,
+        text,
+    }
+}
+
+/// "model · corpus files · method nD · drawn of total points".
+fn default_title(cfg: &PlotConfig, ds: &Dataset, n: usize) -> String {
+    format!(
+        "{} · {} · {} {}D · {} of {} points",
+        model_name(&ds.manifest.model),
+        corpus_name(&ds.manifest),
+        method_name(cfg.method),
+        cfg.dims,
+        render::thousands(n),
+        render::thousands(ds.rows)
+    )
 }
 
 pub fn method_name(m: Method) -> &'static str {
     match m {
         Method::Pca => "PCA",
         Method::Umap => "UMAP-style",
-    }
-}
-
-fn short(s: &str, n: usize) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
-    if flat.chars().count() > n {
-        format!("{}…", flat.chars().take(n).collect::<String>())
-    } else {
-        flat
     }
 }
 
@@ -495,23 +727,7 @@ fn write_projector(
         }
         Ok(())
     })?;
-    let clean = |s: &str| -> String {
-        let flat: String = s
-            .chars()
-            .map(|c| {
-                if c == '\t' || c == '\n' || c == '\r' {
-                    ' '
-                } else {
-                    c
-                }
-            })
-            .collect();
-        if flat.chars().count() > 300 {
-            format!("{}…", flat.chars().take(300).collect::<String>())
-        } else {
-            flat
-        }
-    };
+    let clean = |s: &str| text::tsv_cell(s, 300);
     crate::fsio::write_atomically(&dir.join("metadata.tsv"), |w| {
         if meta.len() == rows.len() && !fields.is_empty() {
             writeln!(

@@ -95,7 +95,7 @@ pub fn write(scene: &Scene, path: &Path) -> Result<()> {
         "png" => draw(BitMapBackend::new(&tmp, size).into_drawing_area(), scene),
         "svg" => draw(SVGBackend::new(&tmp, size).into_drawing_area(), scene),
         other => bail!(
-            "{}: unknown image format {other:?}; use .png or .svg (or --formats png,svg)",
+            "{}: unknown format {other:?}; use .png, .svg or .html (or --formats png,svg,html)",
             path.display()
         ),
     };
@@ -162,8 +162,8 @@ fn draw<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, scene: &Scene) -> Resu
                 3 | 4 => plot_area.split_evenly((2, 2)),
                 n => bail!("{n} views: choose 1, 2 or 4"),
             };
-            for (panel, &(az, el)) in panels.iter().zip(&views) {
-                draw_3d(panel, scene, az, el, f, views.len() > 1)?;
+            for (panel, &view) in panels.iter().zip(&views) {
+                draw_3d(panel, scene, view, f, views.len() > 1)?;
             }
         }
         d => bail!("cannot draw {d} dimensions"),
@@ -187,8 +187,8 @@ fn draw_2d<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scene: &Scene, f: 
         xs.push(hl.anchor[0]);
         ys.push(hl.anchor[1]);
     }
-    let (x0, x1) = min_max(&xs);
-    let (y0, y1) = min_max(&ys);
+    let (x0, x1) = min_max(xs);
+    let (y0, y1) = min_max(ys);
     let mut chart = ChartBuilder::on(area)
         .margin((f * 0.8) as i32)
         .x_label_area_size((f * 3.2) as i32)
@@ -221,43 +221,72 @@ fn draw_2d<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, scene: &Scene, f: 
         }))
         .map_err(de)?;
     if let Some(hl) = &scene.highlight {
-        let a = (hl.anchor[0] as f64, hl.anchor[1] as f64);
-        let pts: Vec<(f64, f64)> = hl
+        // Marks are drawn in the area's pixels, as in 3D: chart coordinates -> backend pixels
+        // -> relative to the area.
+        let base = area.get_base_pixel();
+        let px = |x: f32, y: f32| {
+            let (bx, by) = chart.backend_coord(&(x as f64, y as f64));
+            (bx - base.0, by - base.1)
+        };
+        let neighbours: Vec<(i32, i32)> = hl
             .neighbours
             .iter()
-            .map(|&i| (c[[i, 0]] as f64, c[[i, 1]] as f64))
+            .map(|&i| px(c[[i, 0]], c[[i, 1]]))
             .collect();
-        chart
-            .draw_series(
-                pts.iter()
-                    .map(|&p| PathElement::new(vec![a, p], BLACK.mix(0.8).stroke_width(2))),
-            )
+        let style = MarkStyle {
+            radius: r,
+            rank_size: f * 0.9,
+            inner_ring: true,
+        };
+        draw_marks(area, px(hl.anchor[0], hl.anchor[1]), &neighbours, &style)?;
+    }
+    Ok(())
+}
+
+/// How the highlight is drawn: ring sizes follow the point radius.
+struct MarkStyle {
+    radius: i32,
+    rank_size: f64,
+    /// A white ring inside the black one (2D, where points are dense under it).
+    inner_ring: bool,
+}
+
+/// The highlight, in `area`'s pixels: lines from the anchor to the neighbours, each neighbour
+/// ringed and numbered by rank (1 = nearest), then the anchor as a cross on a white disc on top.
+fn draw_marks<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    anchor: (i32, i32),
+    neighbours: &[(i32, i32)],
+    style: &MarkStyle,
+) -> Result<()> {
+    let r = style.radius;
+    for &p in neighbours {
+        area.draw(&PathElement::new(
+            vec![anchor, p],
+            BLACK.mix(0.8).stroke_width(2),
+        ))
+        .map_err(de)?;
+    }
+    for (rank, &p) in neighbours.iter().enumerate() {
+        area.draw(&Circle::new(p, r + 5, BLACK.stroke_width(2)))
             .map_err(de)?;
-        for (rank, &p) in pts.iter().enumerate() {
-            chart
-                .draw_series([
-                    Circle::new(p, r + 5, BLACK.stroke_width(2)),
-                    Circle::new(p, r + 3, WHITE.stroke_width(1)),
-                ])
-                .map_err(de)?;
-            chart
-                .draw_series([Text::new(
-                    format!("{}", rank + 1),
-                    p,
-                    text(f * 0.9).pos(Pos::new(HPos::Left, VPos::Bottom)),
-                )])
+        if style.inner_ring {
+            area.draw(&Circle::new(p, r + 3, WHITE.stroke_width(1)))
                 .map_err(de)?;
         }
-        chart
-            .draw_series([
-                Circle::new(a, r + 6, WHITE.filled()),
-                Circle::new(a, r + 6, BLACK.stroke_width(2)),
-            ])
-            .map_err(de)?;
-        chart
-            .draw_series([Cross::new(a, r + 4, BLACK.stroke_width(3))])
-            .map_err(de)?;
+        area.draw(&Text::new(
+            format!("{}", rank + 1),
+            p,
+            text(style.rank_size).pos(Pos::new(HPos::Left, VPos::Bottom)),
+        ))
+        .map_err(de)?;
     }
+    area.draw(&Circle::new(anchor, r + 6, WHITE.filled()))
+        .map_err(de)?;
+    area.draw(&Circle::new(anchor, r + 6, BLACK.stroke_width(2)))
+        .map_err(de)?;
+    area.draw(&Cross::new(anchor, r + 4, BLACK.stroke_width(3)))
+        .map_err(de)?;
     Ok(())
 }
 
@@ -283,9 +312,10 @@ fn tick(v: f64, span: f64) -> String {
     }
 }
 
-fn min_max(v: &[f32]) -> (f32, f32) {
-    v.iter()
-        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &x| {
+/// The smallest and largest value.
+pub(super) fn min_max(v: impl IntoIterator<Item = f32>) -> (f32, f32) {
+    v.into_iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), x| {
             (lo.min(x), hi.max(x))
         })
 }
@@ -299,91 +329,152 @@ fn project(p: [f64; 3], az: f64, el: f64) -> (f64, f64, f64) {
     (xr, yr * se + p[2] * ce, yr * ce - p[2] * se)
 }
 
+/// One 3D panel's mapping from data to the panel's pixels: one common scale on all axes (so
+/// distances stay comparable), the data centred in the cube [-1, 1]³, then `project`.
+struct View3 {
+    centre: [f64; 3],
+    half: f64,
+    az: f64,
+    el: f64,
+    /// Pixel position of the cube's centre, and pixels per unit.
+    cx: f64,
+    cy: f64,
+    scale: f64,
+}
+
+impl View3 {
+    fn new(coords: &Array2<f32>, (aw, ah): (u32, u32), top: f64, (az, el): (f64, f64)) -> Self {
+        let mut centre = [0f64; 3];
+        let mut half = 1e-9f64;
+        for (t, centre_t) in centre.iter_mut().enumerate() {
+            let (lo, hi) = min_max(coords.column(t).iter().copied());
+            *centre_t = (lo as f64 + hi as f64) / 2.0;
+            half = half.max((hi as f64 - lo as f64) / 2.0);
+        }
+        Self {
+            centre,
+            half,
+            az,
+            el,
+            cx: aw as f64 / 2.0,
+            cy: top + (ah as f64 - top) / 2.0,
+            // The cube's diagonal stays inside the panel at every angle.
+            scale: (aw as f64).min(ah as f64 - top) / 2.0 / 2.15,
+        }
+    }
+
+    /// Pixel position and depth of a point of the unit cube.
+    fn px(&self, p: [f64; 3]) -> ((i32, i32), f64) {
+        let (x, y, d) = project(p, self.az, self.el);
+        (
+            (
+                (self.cx + x * self.scale) as i32,
+                (self.cy - y * self.scale) as i32,
+            ),
+            d,
+        )
+    }
+
+    /// Pixel position and depth of a data point.
+    fn data(&self, p: [f32; 3]) -> ((i32, i32), f64) {
+        let unit = |t: usize| (p[t] as f64 - self.centre[t]) / self.half;
+        self.px([unit(0), unit(1), unit(2)])
+    }
+
+    fn row(&self, c: &Array2<f32>, i: usize) -> ((i32, i32), f64) {
+        self.data([c[[i, 0]], c[[i, 1]], c[[i, 2]]])
+    }
+}
+
 fn draw_3d<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     scene: &Scene,
-    az: f64,
-    el: f64,
+    (az, el): (f64, f64),
     f: f64,
     caption: bool,
 ) -> Result<()> {
-    let c = &scene.coords;
-    let n = c.nrows();
-    // Common scale on all axes (distances stay comparable), centred in the unit cube.
-    let mut centre = [0f64; 3];
-    let mut half = 1e-9f64;
-    for (t, centre_t) in centre.iter_mut().enumerate() {
-        let (lo, hi) = min_max(&c.column(t).to_vec());
-        *centre_t = (lo as f64 + hi as f64) / 2.0;
-        half = half.max((hi as f64 - lo as f64) / 2.0);
-    }
-    let norm = |p: [f32; 3]| -> [f64; 3] {
-        [
-            (p[0] as f64 - centre[0]) / half,
-            (p[1] as f64 - centre[1]) / half,
-            (p[2] as f64 - centre[2]) / half,
-        ]
-    };
-    let (aw, ah) = area.dim_in_pixel();
     let top = if caption { f * 1.8 } else { f * 0.5 };
-    let cx = aw as f64 / 2.0;
-    let cy = top + (ah as f64 - top) / 2.0;
-    let s = (aw as f64).min(ah as f64 - top) / 2.0 / 2.15;
-    let to_px = |p: [f64; 3]| -> ((i32, i32), f64) {
-        let (x, y, d) = project(p, az, el);
-        (((cx + x * s) as i32, (cy - y * s) as i32), d)
-    };
+    let view = View3::new(&scene.coords, area.dim_in_pixel(), top, (az, el));
     if caption {
         area.draw(&Text::new(
             format!("azimuth {az:.0}°, elevation {el:.0}°"),
-            ((aw / 2) as i32, (f * 0.4) as i32),
+            ((area.dim_in_pixel().0 / 2) as i32, (f * 0.4) as i32),
             text(f * 0.95).pos(Pos::new(HPos::Center, VPos::Top)),
         ))
         .map_err(de)?;
     }
-    // Bounding cube.
-    let corners: Vec<[f64; 3]> = (0..8)
-        .map(|b| {
-            [
-                if b & 1 == 0 { -1.0 } else { 1.0 },
-                if b & 2 == 0 { -1.0 } else { 1.0 },
-                if b & 4 == 0 { -1.0 } else { 1.0 },
-            ]
+    draw_cube(area, &view, &scene.axis_names, f)?;
+    let c = &scene.coords;
+    let r = point_radius(c.nrows());
+    // Far to near, so nearer points cover farther ones.
+    let mut placed: Vec<((i32, i32), f64, usize)> = (0..c.nrows())
+        .map(|i| {
+            let (px, d) = view.row(c, i);
+            (px, d, i)
         })
+        .collect();
+    placed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
+    for (px, _, i) in &placed {
+        let color = scene.legend[scene.category[*i]].color;
+        area.draw(&Circle::new(*px, r, color.mix(0.72).filled()))
+            .map_err(de)?;
+    }
+    if let Some(hl) = &scene.highlight {
+        let anchor = view.data([hl.anchor[0], hl.anchor[1], hl.anchor[2]]).0;
+        let neighbours: Vec<(i32, i32)> = hl.neighbours.iter().map(|&i| view.row(c, i).0).collect();
+        let style = MarkStyle {
+            radius: r,
+            rank_size: f * 0.85,
+            inner_ring: false,
+        };
+        draw_marks(area, anchor, &neighbours, &style)?;
+    }
+    Ok(())
+}
+
+/// The bounding cube in light grey, and three of its edges darker with the axis names: x and y
+/// from the bottom corner nearest the viewer (the front edges), z up the bottom corner that
+/// appears leftmost; each label just outside the middle of its edge, pushed away from the
+/// cube's centre on screen.
+fn draw_cube<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    view: &View3,
+    axis_names: &[String],
+    f: f64,
+) -> Result<()> {
+    let sign = |b: usize, bit: usize| if b & bit == 0 { -1.0 } else { 1.0 };
+    let corners: Vec<[f64; 3]> = (0..8)
+        .map(|b| [sign(b, 1), sign(b, 2), sign(b, 4)])
         .collect();
     for a in 0..8usize {
         for bit in [1usize, 2, 4] {
             let b = a | bit;
             if b != a {
                 area.draw(&PathElement::new(
-                    vec![to_px(corners[a]).0, to_px(corners[b]).0],
+                    vec![view.px(corners[a]).0, view.px(corners[b]).0],
                     RGBColor(215, 215, 215).stroke_width(1),
                 ))
                 .map_err(de)?;
             }
         }
     }
-    // Named axes along cube edges: x and y from the bottom corner nearest the viewer (the
-    // front edges), z up the bottom corner that appears leftmost; labels just past the ends,
-    // pushed away from the cube's centre on screen.
     let bottom: Vec<[f64; 3]> = corners.iter().copied().filter(|c| c[2] < 0.0).collect();
     let front = *bottom
         .iter()
-        .min_by(|a, b| to_px(**a).1.total_cmp(&to_px(**b).1))
+        .min_by(|a, b| view.px(**a).1.total_cmp(&view.px(**b).1))
         .unwrap();
-    let left = *bottom.iter().min_by_key(|c| to_px(**c).0 .0).unwrap();
-    let centre_px = to_px([0.0, 0.0, 0.0]).0;
-    for (t, name) in scene.axis_names.iter().enumerate().take(3) {
+    let left = *bottom.iter().min_by_key(|c| view.px(**c).0 .0).unwrap();
+    let centre_px = view.px([0.0, 0.0, 0.0]).0;
+    for (t, name) in axis_names.iter().enumerate().take(3) {
         let from = if t == 2 { left } else { front };
         let mut to = from;
         to[t] = -from[t];
-        let (a, b) = (to_px(from).0, to_px(to).0);
+        let (a, b) = (view.px(from).0, view.px(to).0);
         area.draw(&PathElement::new(
             vec![a, b],
             RGBColor(90, 90, 90).stroke_width(2),
         ))
         .map_err(de)?;
-        // Label at the middle of the edge, pushed outwards.
         let mid = ((a.0 + b.0) / 2, (a.1 + b.1) / 2);
         let (dx, dy) = ((mid.0 - centre_px.0) as f64, (mid.1 - centre_px.1) as f64);
         let len = (dx * dx + dy * dy).sqrt().max(1.0);
@@ -397,45 +488,6 @@ fn draw_3d<DB: DrawingBackend>(
             text(f * 0.85).pos(Pos::new(HPos::Center, VPos::Center)),
         ))
         .map_err(de)?;
-    }
-    // Points, far to near.
-    let r = point_radius(n);
-    let mut placed: Vec<((i32, i32), f64, usize)> = (0..n)
-        .map(|i| {
-            let (px, d) = to_px(norm([c[[i, 0]], c[[i, 1]], c[[i, 2]]]));
-            (px, d, i)
-        })
-        .collect();
-    placed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.2.cmp(&b.2)));
-    for (px, _, i) in &placed {
-        let color = scene.legend[scene.category[*i]].color;
-        area.draw(&Circle::new(*px, r, color.mix(0.72).filled()))
-            .map_err(de)?;
-    }
-    if let Some(hl) = &scene.highlight {
-        let (a, _) = to_px(norm([hl.anchor[0], hl.anchor[1], hl.anchor[2]]));
-        for (rank, &i) in hl.neighbours.iter().enumerate() {
-            let (p, _) = to_px(norm([c[[i, 0]], c[[i, 1]], c[[i, 2]]]));
-            area.draw(&PathElement::new(
-                vec![a, p],
-                BLACK.mix(0.8).stroke_width(2),
-            ))
-            .map_err(de)?;
-            area.draw(&Circle::new(p, r + 5, BLACK.stroke_width(2)))
-                .map_err(de)?;
-            area.draw(&Text::new(
-                format!("{}", rank + 1),
-                p,
-                text(f * 0.85).pos(Pos::new(HPos::Left, VPos::Bottom)),
-            ))
-            .map_err(de)?;
-        }
-        area.draw(&Circle::new(a, r + 6, WHITE.filled()))
-            .map_err(de)?;
-        area.draw(&Circle::new(a, r + 6, BLACK.stroke_width(2)))
-            .map_err(de)?;
-        area.draw(&Cross::new(a, r + 4, BLACK.stroke_width(3)))
-            .map_err(de)?;
     }
     Ok(())
 }
@@ -454,50 +506,39 @@ fn draw_legend<DB: DrawingBackend>(
         text(f * 1.05).pos(Pos::new(HPos::Left, VPos::Center)),
     ))
     .map_err(de)?;
-    y += step;
-    for e in &scene.legend {
-        area.draw(&Circle::new(
-            (x0 + (f * 0.5) as i32, y),
-            (f * 0.4) as i32,
-            e.color.filled(),
-        ))
-        .map_err(de)?;
+    // A marker at x0, its label to the right.
+    let line = |marker: &dyn Fn((i32, i32)) -> Result<()>, label: String, y: i32| {
+        marker((x0 + (f * 0.5) as i32, y))?;
         area.draw(&Text::new(
-            format!("{} ({})", e.label, thousands(e.count)),
+            label,
             (x0 + (f * 1.4) as i32, y),
             text(f * 0.9).pos(Pos::new(HPos::Left, VPos::Center)),
         ))
-        .map_err(de)?;
+        .map_err(de)
+    };
+    let size = (f * 0.45) as i32;
+    for e in &scene.legend {
         y += step;
+        let dot = |at| {
+            area.draw(&Circle::new(at, (f * 0.4) as i32, e.color.filled()))
+                .map_err(de)
+        };
+        line(&dot, format!("{} ({})", e.label, thousands(e.count)), y)?;
     }
     if let Some(hl) = &scene.highlight {
-        y += step / 2;
-        let cx = x0 + (f * 0.5) as i32;
-        area.draw(&Cross::new(
-            (cx, y),
-            (f * 0.45) as i32,
-            BLACK.stroke_width(3),
-        ))
-        .map_err(de)?;
-        area.draw(&Text::new(
-            hl.anchor_label.clone(),
-            (x0 + (f * 1.4) as i32, y),
-            text(f * 0.9).pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(de)?;
+        y += step + step / 2;
+        let cross = |at| {
+            area.draw(&Cross::new(at, size, BLACK.stroke_width(3)))
+                .map_err(de)
+        };
+        line(&cross, hl.anchor_label.clone(), y)?;
         y += step;
-        area.draw(&Circle::new(
-            (cx, y),
-            (f * 0.45) as i32,
-            BLACK.stroke_width(2),
-        ))
-        .map_err(de)?;
-        area.draw(&Text::new(
-            format!("its {} neighbours (1 = nearest)", hl.neighbours.len()),
-            (x0 + (f * 1.4) as i32, y),
-            text(f * 0.9).pos(Pos::new(HPos::Left, VPos::Center)),
-        ))
-        .map_err(de)?;
+        let ring = |at| {
+            area.draw(&Circle::new(at, size, BLACK.stroke_width(2)))
+                .map_err(de)
+        };
+        let label = format!("its {} neighbours (1 = nearest)", hl.neighbours.len());
+        line(&ring, label, y)?;
     }
     Ok(())
 }

@@ -259,22 +259,7 @@ pub fn layout(
     } else {
         200
     };
-    let edges = fuzzy_graph(knn);
-    let wmax = edges.iter().map(|e| e.2).fold(0.0f32, f32::max);
-    // Edges too weak to be sampled once in the whole run are dropped (as UMAP does).
-    let edges: Vec<(u32, u32, f32)> = edges
-        .into_iter()
-        .filter(|e| e.2 >= wmax / epochs as f32)
-        .collect();
-    let m = edges.len();
-    let per_sample: Vec<f64> = edges.iter().map(|e| (wmax / e.2) as f64).collect();
-    let per_negative: Vec<f64> = per_sample
-        .iter()
-        .map(|p| p / NEGATIVE_RATE as f64)
-        .collect();
-    let mut next_sample = per_sample.clone();
-    let mut next_negative = per_negative.clone();
-
+    let mut schedule = Schedule::new(fuzzy_graph(knn), epochs);
     // Initial positions: the init scaled so that its largest coordinate is 10, plus a tiny
     // jitter so coincident points separate.
     let mut rng = Rng::new(opts.seed);
@@ -283,19 +268,59 @@ pub fn layout(
         .iter()
         .map(|&v| v / maxabs * 10.0 + (rng.normal() * 1e-4) as f32)
         .collect();
-
     bar.set_length(epochs as u64);
-    let clip = |g: f32| g.clamp(-4.0, 4.0);
-    let mut cur = [0f32; 3];
-    let mut oth = [0f32; 3];
     for epoch in 0..epochs {
         let alpha = opts.learning_rate * (1.0 - epoch as f32 / epochs as f32);
-        let ep = epoch as f64;
-        for e in 0..m {
-            if next_sample[e] > ep + 1.0 {
+        schedule.epoch(&mut y, dims, epoch as f64, alpha, &mut rng);
+        bar.inc(1);
+    }
+    Ok(Array2::from_shape_vec((n, dims), y)?)
+}
+
+/// The edges and when each is next sampled: an edge of weight w is sampled every wmax / w
+/// epochs, with NEGATIVE_RATE negative samples per sample (UMAP's epochs_per_sample).
+struct Schedule {
+    edges: Vec<(u32, u32, f32)>,
+    per_sample: Vec<f64>,
+    per_negative: Vec<f64>,
+    next_sample: Vec<f64>,
+    next_negative: Vec<f64>,
+}
+
+impl Schedule {
+    fn new(edges: Vec<(u32, u32, f32)>, epochs: usize) -> Self {
+        let wmax = edges.iter().map(|e| e.2).fold(0.0f32, f32::max);
+        // Edges too weak to be sampled once in the whole run are dropped (as UMAP does).
+        let edges: Vec<(u32, u32, f32)> = edges
+            .into_iter()
+            .filter(|e| e.2 >= wmax / epochs as f32)
+            .collect();
+        let per_sample: Vec<f64> = edges.iter().map(|e| (wmax / e.2) as f64).collect();
+        let per_negative: Vec<f64> = per_sample
+            .iter()
+            .map(|p| p / NEGATIVE_RATE as f64)
+            .collect();
+        Self {
+            next_sample: per_sample.clone(),
+            next_negative: per_negative.clone(),
+            edges,
+            per_sample,
+            per_negative,
+        }
+    }
+
+    /// One SGD epoch over the edges due: pull each edge's ends together, push the head away
+    /// from random points.
+    fn epoch(&mut self, y: &mut [f32], dims: usize, ep: f64, alpha: f32, rng: &mut Rng) {
+        let n = y.len() / dims;
+        let clip = |g: f32| g.clamp(-4.0, 4.0);
+        let mut cur = [0f32; 3];
+        let mut oth = [0f32; 3];
+        for e in 0..self.edges.len() {
+            if self.next_sample[e] > ep + 1.0 {
                 continue;
             }
-            let (i, j) = (edges[e].0 as usize, edges[e].1 as usize);
+            let (i, j) = (self.edges[e].0 as usize, self.edges[e].1 as usize);
             cur[..dims].copy_from_slice(&y[i * dims..(i + 1) * dims]);
             oth[..dims].copy_from_slice(&y[j * dims..(j + 1) * dims]);
             let d2: f32 = (0..dims).map(|t| (cur[t] - oth[t]).powi(2)).sum();
@@ -307,8 +332,8 @@ pub fn layout(
                     y[j * dims + t] -= g;
                 }
             }
-            next_sample[e] += per_sample[e];
-            let negatives = ((ep + 1.0 - next_negative[e]) / per_negative[e])
+            self.next_sample[e] += self.per_sample[e];
+            let negatives = ((ep + 1.0 - self.next_negative[e]) / self.per_negative[e])
                 .floor()
                 .max(0.0) as usize;
             for _ in 0..negatives {
@@ -328,12 +353,10 @@ pub fn layout(
                     cur[t] += g * alpha;
                 }
             }
-            next_negative[e] += negatives as f64 * per_negative[e];
+            self.next_negative[e] += negatives as f64 * self.per_negative[e];
             y[i * dims..(i + 1) * dims].copy_from_slice(&cur[..dims]);
         }
-        bar.inc(1);
     }
-    Ok(Array2::from_shape_vec((n, dims), y)?)
 }
 
 /// Place new points (not part of the layout) at the membership-weighted mean of the layout

@@ -236,10 +236,7 @@ impl Client {
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|v| v.starts_with("text/event-stream"));
-        let reader = resp
-            .into_body()
-            .into_reader()
-            .take(MAX_RESPONSE_BYTES);
+        let reader = resp.into_body().into_reader().take(MAX_RESPONSE_BYTES);
         if !(200..300).contains(&status) {
             return Err(classify_status(status, &read_text(reader, status)?));
         }
@@ -249,7 +246,12 @@ impl Client {
             parse_whole(&read_text(reader, status)?)?
         };
         if completion.content.trim().is_empty()
-            && completion.reasoning.as_deref().unwrap_or("").trim().is_empty()
+            && completion
+                .reasoning
+                .as_deref()
+                .unwrap_or("")
+                .trim()
+                .is_empty()
         {
             return Err(Failure::Transient("empty completion".into()));
         }
@@ -258,7 +260,7 @@ impl Client {
 
     /// Whether the server answers `GET {endpoint}/models` with 200.
     pub fn healthy(&self) -> bool {
-        matches!(self.get_json("/models", Duration::from_secs(5)), Some(_))
+        self.get_json("/models", Duration::from_secs(5)).is_some()
     }
 
     /// `GET {endpoint}{path}` (or the root when `path` starts with `//`) as JSON, if it answers.
@@ -296,9 +298,9 @@ impl Client {
 
 fn read_text(mut reader: impl Read, status: u16) -> Result<String, Failure> {
     let mut bytes = Vec::new();
-    reader.read_to_end(&mut bytes).map_err(|e| {
-        Failure::Transient(format!("HTTP {status}: reading the body failed: {e}"))
-    })?;
+    reader
+        .read_to_end(&mut bytes)
+        .map_err(|e| Failure::Transient(format!("HTTP {status}: reading the body failed: {e}")))?;
     Ok(String::from_utf8_lossy(&bytes).into_owned())
 }
 
@@ -306,9 +308,14 @@ fn read_text(mut reader: impl Read, status: u16) -> Result<String, Failure> {
 /// "exceeds the available context size"; others: "context length", "too many tokens").
 fn is_context_error(text: &str) -> bool {
     let t = text.to_ascii_lowercase();
-    ["maximum context length", "context size", "context length", "context window"]
-        .iter()
-        .any(|w| t.contains(w))
+    [
+        "maximum context length",
+        "context size",
+        "context length",
+        "context window",
+    ]
+    .iter()
+    .any(|w| t.contains(w))
         || (t.contains("too many tokens") || t.contains("too long")) && t.contains("prompt")
 }
 
@@ -409,7 +416,8 @@ fn read_stream(mut reader: impl BufRead, cancel: &AtomicBool) -> Result<Completi
             continue; // the usage-only event, or an empty choices list
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
-        c.content.push_str(&text_field(delta, "content").unwrap_or_default());
+        c.content
+            .push_str(&text_field(delta, "content").unwrap_or_default());
         for key in ["reasoning_content", "reasoning"] {
             reasoning.push_str(&text_field(delta, key).unwrap_or_default());
         }
@@ -427,7 +435,10 @@ fn text_field(v: &Value, key: &str) -> Option<String> {
 
 fn read_usage(v: &Value, c: &mut Completion) {
     if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
-        c.prompt_tokens = u.get("prompt_tokens").and_then(Value::as_u64).or(c.prompt_tokens);
+        c.prompt_tokens = u
+            .get("prompt_tokens")
+            .and_then(Value::as_u64)
+            .or(c.prompt_tokens);
         c.completion_tokens = u
             .get("completion_tokens")
             .and_then(Value::as_u64)
@@ -475,19 +486,31 @@ mod tests {
 
     #[test]
     fn error_shapes_and_context_errors_are_told_apart() {
-        let e = parse_whole(r#"{"object":"error","message":"This model's maximum context length is 4096 tokens"}"#);
+        let e = parse_whole(
+            r#"{"object":"error","message":"This model's maximum context length is 4096 tokens"}"#,
+        );
         assert!(matches!(e, Err(Failure::ContextLength(_))));
         let e = parse_whole(r#"{"error":{"message":"overloaded"}}"#);
         assert!(matches!(e, Err(Failure::Transient(_))));
-        assert!(matches!(parse_whole(r#"{"choices":[]}"#), Err(Failure::Transient(_))));
-        let c = parse_whole(r#"{"choices":[{"message":{"content":null,"reasoning_content":"r"}}]}"#)
-            .unwrap();
-        assert_eq!((c.content.as_str(), c.reasoning.as_deref()), ("", Some("r")));
+        assert!(matches!(
+            parse_whole(r#"{"choices":[]}"#),
+            Err(Failure::Transient(_))
+        ));
+        let c =
+            parse_whole(r#"{"choices":[{"message":{"content":null,"reasoning_content":"r"}}]}"#)
+                .unwrap();
+        assert_eq!(
+            (c.content.as_str(), c.reasoning.as_deref()),
+            ("", Some("r"))
+        );
         assert!(matches!(
             classify_status(400, "the request exceeds the available context size"),
             Failure::ContextLength(_)
         ));
-        assert!(matches!(classify_status(404, "no route"), Failure::Permanent(_)));
+        assert!(matches!(
+            classify_status(404, "no route"),
+            Failure::Permanent(_)
+        ));
         let stream = "data: {\"error\":{\"message\":\"boom\"}}\n\n";
         assert!(read_stream(stream.as_bytes(), &AtomicBool::new(false)).is_err());
         assert!(matches!(

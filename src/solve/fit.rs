@@ -47,10 +47,13 @@ impl PromptBudget {
             // Without a context length there is nothing to fit: an estimate is enough.
             _ if context.is_none() => Counter::Estimate,
             Some(dir) => {
-                let path = if dir.is_dir() { dir.join("tokenizer.json") } else { dir.into() };
-                let t = tokenizers::Tokenizer::from_file(&path).map_err(|e| {
-                    anyhow::anyhow!("--solver-tokenizer {}: {e}", path.display())
-                })?;
+                let path = if dir.is_dir() {
+                    dir.join("tokenizer.json")
+                } else {
+                    dir.into()
+                };
+                let t = tokenizers::Tokenizer::from_file(&path)
+                    .map_err(|e| anyhow::anyhow!("--solver-tokenizer {}: {e}", path.display()))?;
                 Counter::Tokenizer(Box::new(t))
             }
             None => probe_counter(client),
@@ -129,7 +132,8 @@ impl PromptBudget {
     /// shorten the last one's solution, then drop it. False when there is nothing to take.
     fn make_room(&self, examples: &mut Vec<Example>, fit: &mut PromptFit, excess: usize) -> bool {
         if examples.len() > 1 {
-            fit.dropped.push(examples.pop().map(|e| e.id).unwrap_or_default());
+            fit.dropped
+                .push(examples.pop().map(|e| e.id).unwrap_or_default());
             return true;
         }
         let Some(e) = examples.last_mut() else {
@@ -147,7 +151,8 @@ impl PromptBudget {
                 fit.shortened.push(e.id.clone());
             }
         } else {
-            fit.dropped.push(examples.pop().map(|e| e.id).unwrap_or_default());
+            fit.dropped
+                .push(examples.pop().map(|e| e.id).unwrap_or_default());
         }
         true
     }

@@ -92,7 +92,10 @@ pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
     let problems = read_problems(&cfg.input)?;
     if cfg.force && !cfg.dry_run {
         if let Some(aside) = trace::set_aside(&cfg.traces)? {
-            progress.log(&format!("--force: earlier traces moved to {}", aside.display()));
+            progress.log(&format!(
+                "--force: earlier traces moved to {}",
+                aside.display()
+            ));
         }
     }
     // The retriever first: a launched server may claim the whole GPU.
@@ -150,7 +153,11 @@ fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<R
                 p.display(),
                 cfg.device,
                 start.elapsed().as_secs_f64(),
-                if cfg.launch.is_some() { ", before launching the server" } else { "" }
+                if cfg.launch.is_some() {
+                    ", before launching the server"
+                } else {
+                    ""
+                }
             ));
             Ok(Some(r))
         }
@@ -227,7 +234,11 @@ fn report(
 }
 
 /// `id,answer` for every problem that has one, in input order, written atomically.
-fn write_submission(path: &Path, problems: &[Problem], answers: &BTreeMap<String, u64>) -> Result<()> {
+fn write_submission(
+    path: &Path,
+    problems: &[Problem],
+    answers: &BTreeMap<String, u64>,
+) -> Result<()> {
     crate::fsio::write_atomically(path, |w| {
         writeln!(w, "id,answer")?;
         for p in problems {
@@ -299,7 +310,9 @@ impl Arm<'_> {
             if !cfg.dry_run {
                 done.insert(p.id.clone(), t);
                 if self.write_submission {
-                    let answers = done.iter().filter_map(|(k, t)| Some((k.clone(), t.answer?)));
+                    let answers = done
+                        .iter()
+                        .filter_map(|(k, t)| Some((k.clone(), t.answer?)));
                     write_submission(&cfg.out, self.problems, &answers.collect())?;
                 }
             }
@@ -335,7 +348,11 @@ impl Arm<'_> {
         let builder = self.builder();
         let (messages, examples, fit) = match self.budget {
             Some(b) => b.fit(&builder, &p.problem, examples, self.cfg.sampling.max_tokens)?,
-            None => (builder.messages(&p.problem, &examples), examples, Default::default()),
+            None => (
+                builder.messages(&p.problem, &examples),
+                examples,
+                Default::default(),
+            ),
         };
         Ok(Prepared {
             examples,
@@ -448,7 +465,9 @@ impl Arm<'_> {
             r.answers.insert(p.id.clone(), answer);
             r.fallbacks += usize::from(t.fallback);
             let overflowed = t.samples.iter().any(|s| {
-                s.errors.iter().any(|e| e.starts_with("context length exceeded"))
+                s.errors
+                    .iter()
+                    .any(|e| e.starts_with("context length exceeded"))
             });
             r.overflow_failures += usize::from(t.fallback && overflowed);
             let mut votes: Vec<usize> = t.vote.iter().map(|v| v.votes).collect();
@@ -579,7 +598,9 @@ mod tests {
         assert_eq!(parse_duration("90").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("5x").is_err());
         assert_eq!(parse_duration("0.25").unwrap(), Duration::from_millis(250));
-        for bad in ["-1", "NaN", "inf", "-inf", "1e300", "99999h", "", "h", "5h-"] {
+        for bad in [
+            "-1", "NaN", "inf", "-inf", "1e300", "99999h", "", "h", "5h-",
+        ] {
             assert!(parse_duration(bad).is_err(), "{bad:?} accepted");
         }
     }

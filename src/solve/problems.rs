@@ -1,6 +1,6 @@
 //! The problems to solve: `id, problem[, answer, source]` records from csv / jsonl / parquet.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
@@ -20,12 +20,8 @@ pub struct Problem {
 pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
-    for raw in crate::corpus::stream_records(&[path.to_path_buf()]) {
-        let raw = raw?;
-        let loc = raw.location();
-        let fields = raw.fields.map_err(|e| anyhow::anyhow!("{loc}: {e}"))?;
-        let id = crate::corpus::field_as_text(&fields, "id")
-            .with_context(|| format!("{loc}: missing \"id\""))?;
+    for record in crate::corpus::records_with_ids(path) {
+        let (loc, id, fields) = record?;
         let problem = match fields.get("problem") {
             Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
             _ => bail!("{loc}: missing or empty \"problem\""),
@@ -53,4 +49,3 @@ pub fn read_problems(path: &Path) -> Result<Vec<Problem>> {
     }
     Ok(out)
 }
-

@@ -139,7 +139,10 @@ impl SampleWorker {
             let trace = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.one(index)))
                 .unwrap_or_else(|panic| SampleTrace {
                     index,
-                    errors: vec![format!("internal error in the sample: {}", panic_text(&panic))],
+                    errors: vec![format!(
+                        "internal error in the sample: {}",
+                        panic_text(&panic)
+                    )],
                     seconds: start.elapsed().as_secs_f64(),
                     ..Default::default()
                 });

@@ -214,8 +214,7 @@ pub fn set_aside(path: &Path) -> Result<Option<PathBuf>> {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
     let aside = path.with_extension(format!("jsonl.old-{stamp}"));
-    std::fs::rename(path, &aside)
-        .with_context(|| format!("moving {} aside", path.display()))?;
+    std::fs::rename(path, &aside).with_context(|| format!("moving {} aside", path.display()))?;
     Ok(Some(aside))
 }
 
