@@ -425,3 +425,100 @@ fn shards_open_in_pyarrow_with_the_documented_schema() {
     );
     assert!(stdout.contains("3 shards, 120 rows, dim 64"), "{stdout}");
 }
+
+/// Every scheduler variable `--shard-id auto` reads, so a test sets exactly the ones it means.
+const SCHEDULER_VARS: [&str; 8] = [
+    "SLURM_ARRAY_TASK_ID",
+    "JOB_COMPLETION_INDEX",
+    "SLURM_PROCID",
+    "SLURM_NTASKS",
+    "RANK",
+    "WORLD_SIZE",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+];
+
+#[test]
+fn two_cpu_devices_give_the_vectors_of_one_worker_bit_for_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = corpus(tmp.path(), 160);
+    let one = tmp.path().join("one");
+    run_ok(extract_cmd(&input, &one, &["--shards", "4"]));
+    let two = tmp.path().join("two");
+    run_ok(extract_cmd(&input, &two, &["--shards", "4", "--devices", "cpu,cpu"]));
+    assert_eq!(read_shards(&two), read_shards(&one));
+    assert_eq!(read_shards(&one).len(), 160);
+}
+
+#[test]
+fn ranks_of_a_multi_process_launch_pick_their_shards() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = corpus(tmp.path(), 120);
+    let local = tmp.path().join("local");
+    run_ok(extract_cmd(&input, &local, &["--shards", "4"]));
+    let ranked = tmp.path().join("ranked");
+    // torchrun-style: LOCAL_RANK 1 of 2 runs shards 1 and 3; srun-style: SLURM_PROCID 0 of 2
+    // runs shards 0 and 2.
+    for (vars, done) in [
+        ([("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")], vec![1, 3]),
+        ([("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")], vec![0, 1, 2, 3]),
+    ] {
+        let mut c = extract_cmd(&input, &ranked, &["--shards", "4", "--shard-id", "auto"]);
+        for v in SCHEDULER_VARS {
+            c.env_remove(v);
+        }
+        c.envs(vars);
+        run_ok(c);
+        let m = read_json(&ranked.join("manifest.json"));
+        let completed: Vec<u64> = m["completed_shards"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        assert_eq!(completed, done.iter().map(|&k| k as u64).collect::<Vec<_>>());
+    }
+    assert_eq!(read_shards(&ranked), read_shards(&local));
+    let mut c = extract_cmd(&input, &ranked, &["--shards", "4", "--shard-id", "auto"]);
+    for v in SCHEDULER_VARS {
+        c.env_remove(v);
+    }
+    c.envs([("RANK", "2"), ("WORLD_SIZE", "2")]);
+    assert!(run_err(c).contains("RANK=2 is not below WORLD_SIZE=2"));
+}
+
+#[test]
+fn a_refused_job_is_refused_before_the_model_is_loaded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = corpus(tmp.path(), 20);
+    // A checkpoint whose config, tokenizer and fingerprint are fine but whose weights file holds
+    // no tensors: any attempt to load the model fails.
+    let model = tmp.path().join("hollow-model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(tiny_llama().join(f), model.join(f)).unwrap();
+    }
+    let header = b"{}      ";
+    let mut weights = (header.len() as u64).to_le_bytes().to_vec();
+    weights.extend_from_slice(header);
+    std::fs::write(model.join("model.safetensors"), weights).unwrap();
+    let out = tmp.path().join("emb");
+    let with_model = |extra: &[&str]| {
+        let mut c = Command::new(embed_bin());
+        c.args(["extract", "--quiet", "--model", model.to_str().unwrap()])
+            .arg("--input")
+            .arg(&input)
+            .arg("--out")
+            .arg(&out)
+            .args(extra);
+        c
+    };
+    // The first run writes its manifest, then fails to load the weights.
+    let err = run_err(with_model(&["--shards", "2"]));
+    assert!(err.contains("loading"), "{err}");
+    assert!(out.join("manifest.json").is_file());
+    // A different job is refused by name: the weights were never touched.
+    let err = run_err(with_model(&["--shards", "3"]));
+    assert!(err.contains("field shards differs"), "{err}");
+    assert!(!err.contains("loading"), "{err}");
+}
