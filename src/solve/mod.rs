@@ -344,7 +344,6 @@ impl Arm<'_> {
             Some(r) => r.retrieve(query, self.spec),
             None => Vec::new(),
         };
-        let search_ms = t0.elapsed().as_secs_f64() * 1e3;
         let builder = self.builder();
         let (messages, examples, fit) = match self.budget {
             Some(b) => b.fit(&builder, &p.problem, examples, self.cfg.sampling.max_tokens)?,
@@ -354,12 +353,14 @@ impl Arm<'_> {
                 Default::default(),
             ),
         };
+        // Search and prompt assembly (with fitting); the caller adds the query embedding.
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Prepared {
             examples,
             messages,
             fit,
-            retrieval_ms: t0.elapsed().as_secs_f64() * 1e3,
-            search_ms,
+            retrieval_ms: ms,
+            search_ms: ms,
         })
     }
 
