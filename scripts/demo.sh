@@ -56,7 +56,7 @@ fi
 if $embed plot --help >/dev/null 2>&1; then
   step "embed plot (2D PCA and 3D views)"
   $embed plot --index indexes/sample --method pca --dims 2 --color-by subject \
-    --out "$work/map-2d.png" --formats png,svg
+    --out "$work/map-2d.png" --formats png,svg,html
   $embed plot --index indexes/sample --method pca --dims 3 --views 4 --color-by subject \
     --out "$work/map-3d.png"
 fi

@@ -11,6 +11,10 @@ scripts/fetch-llama-server.sh
 venv=${EXEMPLAR_CACHE:-.cache}/venv
 "$venv/bin/python" -c 'import pyarrow' 2>/dev/null \
   || "$venv/bin/python" -m pip install -q --disable-pip-version-check pyarrow==26.0.1
+# Headless Chromium for the interactive-map tests (they skip without it unless
+# EXEMPLAR_REQUIRE_BROWSER is set, as CI does).
+scripts/install-chromium.sh >/dev/null \
+  || echo "test.sh: no Chromium; tests/plot_html.rs will skip its browser tests" >&2
 cargo nextest run --release --no-fail-fast "$@"
 # The README's other command, the main job, in a fresh clone with empty caches and no ../shared.
 scripts/fresh-clone-check.sh

@@ -59,10 +59,10 @@ pub fn page(scene: &Scene, info: &PointInfo) -> Result<String> {
     if info.ids.len() != n {
         bail!("{} ids for {n} points", info.ids.len());
     }
-    let data = script_safe_json(&MapData::new(scene, info)?)?;
+    let data = script_safe_json(&MapData::new(scene, info))?;
     let hash = |s: &str| base64(Sha256::digest(s));
     let csp = format!(
-        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'; img-src data:",
+        "default-src 'none'; script-src 'sha256-{}'; style-src 'sha256-{}'",
         hash(SCRIPT),
         hash(STYLE)
     );
@@ -142,7 +142,7 @@ struct Mark<'a> {
 }
 
 impl<'a> MapData<'a> {
-    fn new(scene: &'a Scene, info: &'a PointInfo) -> Result<Self> {
+    fn new(scene: &'a Scene, info: &'a PointInfo) -> Self {
         let order = &scene.order;
         let n = order.len();
         let mut rank = vec![0usize; n];
@@ -155,7 +155,7 @@ impl<'a> MapData<'a> {
             .iter()
             .map(|(name, values)| table(name, values, order))
             .collect();
-        Ok(MapData {
+        MapData {
             title: &scene.title,
             dims: scene.coords.ncols(),
             n,
@@ -187,7 +187,7 @@ impl<'a> MapData<'a> {
                 neighbours: h.neighbours.iter().map(|&i| rank[i]).collect(),
             }),
             view: scene.views.first().copied().unwrap_or((35.0, 25.0)),
-        })
+        }
     }
 }
 
