@@ -93,7 +93,11 @@ impl ExtractArgs {
             inputs: self.input.clone(),
             out,
             model: self.model.model_spec()?,
-            encoder: self.model.options(),
+            // The first device decides the dtype a manifest records (the checkpoint's on CUDA).
+            encoder: crate::encoder::EncoderOptions {
+                device: devices[0],
+                ..self.model.options()
+            },
             devices,
             text: TextSpec {
                 id_field: self.id_field.clone(),

@@ -1,10 +1,11 @@
-//! `embed info`: the recipe a model resolves to.
+//! `embed info`: the recipe a model resolves to, and (`--estimate`) the memory it needs.
 
 use anyhow::Result;
 use clap::Args;
 use std::io::Write;
 
 use super::model::ModelArgs;
+use crate::encoder::{estimate_memory, MemoryEstimate};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -13,9 +14,23 @@ pub struct InfoArgs {
     /// Print JSON instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Estimate the memory of embedding at --device, --dtype, --max-length and
+    /// --max-batch-tokens (weights, activations of the largest batch, attention scores per
+    /// block, peak) from config.json alone, without loading the weights.
+    #[arg(long)]
+    pub estimate: bool,
 }
 
 pub fn run(args: InfoArgs) -> Result<()> {
+    if args.estimate {
+        let e = estimate_memory(&args.model.model_spec()?, &args.model.options())?;
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&e)?);
+        } else {
+            print_estimate(&e)?;
+        }
+        return Ok(());
+    }
     let encoder = args.model.load()?;
     let info = encoder.info();
     if args.json {
@@ -40,5 +55,77 @@ pub fn run(args: InfoArgs) -> Result<()> {
     writeln!(out, "instruction:       {:?}", r.instruction)?;
     writeln!(out, "dtype:             {}", info.dtype)?;
     writeln!(out, "device:            {}", info.device)?;
+    Ok(())
+}
+
+/// Bytes as GiB with two decimals (MiB below 1 GiB).
+fn size(bytes: u64) -> String {
+    const MIB: f64 = (1u64 << 20) as f64;
+    if bytes >= 1 << 30 {
+        format!("{:.2} GiB", bytes as f64 / (1024.0 * MIB))
+    } else {
+        format!("{:.1} MiB", bytes as f64 / MIB)
+    }
+}
+
+fn print_estimate(e: &MemoryEstimate) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    let blocks = match e.attention_block_rows {
+        Some(rows) => format!("{rows} query rows"),
+        None => "unblocked".to_string(),
+    };
+    writeln!(out, "model:                {}", e.model)?;
+    writeln!(
+        out,
+        "shape:                {:?}, {} layers, hidden {}, intermediate {}, {} heads",
+        e.architecture, e.layers, e.hidden_size, e.intermediate_size, e.heads
+    )?;
+    writeln!(out, "device / dtype:       {} / {}", e.device, e.dtype)?;
+    writeln!(out, "max length:           {}", e.max_length)?;
+    writeln!(out, "max batch tokens:     {}", e.max_batch_tokens)?;
+    writeln!(out, "attention blocks:     {blocks}")?;
+    writeln!(
+        out,
+        "attention budget:     {} of scores per batch",
+        size(e.max_attention_bytes as u64)
+    )?;
+    writeln!(
+        out,
+        "parameters:           {} ({:.2} B)",
+        e.parameters,
+        e.parameters as f64 / 1e9
+    )?;
+    writeln!(
+        out,
+        "weights:              {} ({:.2} GB)",
+        size(e.weight_bytes),
+        e.weight_bytes as f64 / 1e9
+    )?;
+    writeln!(
+        out,
+        "largest batch:        {} x {} tokens",
+        e.batch_sequences, e.batch_length
+    )?;
+    writeln!(
+        out,
+        "  hidden states:      {} each",
+        size(e.hidden_state_bytes)
+    )?;
+    writeln!(
+        out,
+        "  MLP intermediate:   {} each",
+        size(e.mlp_intermediate_bytes)
+    )?;
+    writeln!(
+        out,
+        "  attention scores:   {} per block (f32)",
+        size(e.attention_block_bytes)
+    )?;
+    writeln!(out, "  activations:        {}", size(e.activation_bytes))?;
+    writeln!(out, "peak estimate:        {}", size(e.peak_bytes))?;
+    writeln!(
+        out,
+        "(config.json only; add the runtime itself: ~0.5-1 GiB of CUDA context and workspace on a GPU)"
+    )?;
     Ok(())
 }

@@ -22,9 +22,10 @@ pub struct ModelArgs {
     /// `cpu`, or `cuda:N` with a build that has the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// Weight and activation precision: f32, bf16 or f16 (pooling is always done in f32).
-    #[arg(long, default_value = "f32")]
-    pub dtype: DType,
+    /// Weight and activation precision: f32, bf16 or f16 (pooling is always done in f32)
+    /// [default: f32 on CPU; on CUDA the checkpoint's torch_dtype from config.json].
+    #[arg(long)]
+    pub dtype: Option<DType>,
     /// Attention mask [default: from the checkpoint].
     #[arg(long, value_parser = names::<Attention>(Attention::NAMES))]
     pub attention: Option<Attention>,

@@ -6,11 +6,12 @@
 //! embedder needs the opposite: every hidden state, a padding mask, and optionally no causal
 //! triangle at all.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{embedding, linear_b, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 use serde::Deserialize;
 
+use super::attention::{blocked_attention, AttentionBlocks, Masks};
 use super::Attention;
 
 #[derive(Debug, Clone, Deserialize)]
@@ -153,9 +154,21 @@ pub struct LlamaEncoder {
     embed_tokens: Embedding,
     layers: Vec<Layer>,
     norm: RmsNorm,
-    inv_freq: Vec<f32>,
+    /// RoPE inverse frequencies `[1, 1, head_dim / 2]`, f32, on the device.
+    inv_freq: Tensor,
+    blocks: AttentionBlocks,
     dtype: DType,
     device: Device,
+}
+
+/// What every layer of one forward pass shares: rotary tables, masks, shape.
+struct BatchContext {
+    /// `[batch, len, head_dim / 2]` in the model's dtype.
+    cos: Tensor,
+    sin: Tensor,
+    masks: Masks,
+    batch: usize,
+    len: usize,
 }
 
 impl LlamaEncoder {
@@ -167,34 +180,14 @@ impl LlamaEncoder {
         } else {
             vb
         };
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        let h = cfg.hidden_size;
         let embed_tokens = embedding(cfg.vocab_size, h, vb.pp("embed_tokens"))?;
-        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
-        for i in 0..cfg.num_hidden_layers {
-            let l = vb.pp(format!("layers.{i}"));
-            let att = l.pp("self_attn");
-            let mlp = l.pp("mlp");
-            let ab = cfg.attention_bias;
-            let mb = cfg.mlp_bias;
-            layers.push(Layer {
-                q: linear_b(h, nh * hd, ab, att.pp("q_proj"))?,
-                k: linear_b(h, nkv * hd, ab, att.pp("k_proj"))?,
-                v: linear_b(h, nkv * hd, ab, att.pp("v_proj"))?,
-                o: linear_b(nh * hd, h, ab, att.pp("o_proj"))?,
-                gate: linear_b(h, cfg.intermediate_size, mb, mlp.pp("gate_proj"))?,
-                up: linear_b(h, cfg.intermediate_size, mb, mlp.pp("up_proj"))?,
-                down: linear_b(cfg.intermediate_size, h, mb, mlp.pp("down_proj"))?,
-                input_norm: rms_norm(h, cfg.rms_norm_eps, l.pp("input_layernorm"))?,
-                post_attention_norm: rms_norm(
-                    h,
-                    cfg.rms_norm_eps,
-                    l.pp("post_attention_layernorm"),
-                )?,
-            });
-        }
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| Layer::load(&cfg, vb.pp(format!("layers.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
         let norm = rms_norm(h, cfg.rms_norm_eps, vb.pp("norm"))?;
-        let inv_freq = cfg.rope_inv_freq();
+        let freqs = cfg.rope_inv_freq();
+        let inv_freq = Tensor::from_vec(freqs, (1, 1, cfg.head_dim() / 2), vb.device())?;
         Ok(Self {
             dtype: vb.dtype(),
             device: vb.device().clone(),
@@ -203,11 +196,25 @@ impl LlamaEncoder {
             layers,
             norm,
             inv_freq,
+            blocks: AttentionBlocks::default(),
         })
     }
 
     pub fn hidden_size(&self) -> usize {
         self.cfg.hidden_size
+    }
+
+    pub fn config(&self) -> &LlamaConfig {
+        &self.cfg
+    }
+
+    /// Query rows per attention block (see [`AttentionBlocks`]).
+    pub fn set_attention_blocks(&mut self, blocks: AttentionBlocks) {
+        self.blocks = blocks;
+    }
+
+    pub fn attention_blocks(&self) -> AttentionBlocks {
+        self.blocks
     }
 
     /// Final hidden states `[batch, len, hidden]` (after the last RMSNorm), in f32.
@@ -225,130 +232,104 @@ impl LlamaEncoder {
         let dev = &self.device;
         let input = Tensor::from_slice(ids, (batch, len), dev)?;
         let mut x = self.embed_tokens.forward(&input)?;
-
         let (cos, sin) = self.rope_tables(mask, batch, len)?;
-        let additive = attention_bias(mask, batch, len, attention, dev)?;
-
+        let ctx = BatchContext {
+            cos,
+            sin,
+            masks: Masks::new(mask, batch, len, attention, dev)?,
+            batch,
+            len,
+        };
         for layer in &self.layers {
-            let residual = &x;
-            let h = layer.input_norm.forward(&x)?;
-            let h = self.attention(layer, &h, &cos, &sin, &additive, batch, len)?;
-            let x1 = (residual + h)?;
-            let h = layer.post_attention_norm.forward(&x1)?;
-            let h = layer.down.forward(
-                &(candle_nn::ops::silu(&layer.gate.forward(&h)?)? * layer.up.forward(&h)?)?,
-            )?;
-            x = (x1 + h)?;
+            // Reassigning one binding (rather than shadowing) frees each intermediate as soon as
+            // the next exists: at long lengths these are the largest tensors besides the scores.
+            let mut h = layer.input_norm.forward(&x)?;
+            h = self.attention(layer, &h, &ctx)?;
+            x = (x + h)?;
+            let mut h = layer.post_attention_norm.forward(&x)?;
+            h = layer.mlp(&h)?;
+            x = (x + h)?;
         }
         Ok(self.norm.forward(&x)?.to_dtype(DType::F32)?)
     }
 
+    /// cos/sin tables `[batch, len, head_dim / 2]`, computed on the device from the position
+    /// ids (a `[batch, len]` u32 upload, like the token ids). The angle is an f32 product, as the
+    /// reference computes it, so long positions round alike.
     fn rope_tables(&self, mask: &[u8], batch: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        let half = self.inv_freq.len();
-        let mut cos = vec![0f32; batch * len * half];
-        let mut sin = vec![0f32; batch * len * half];
-        for b in 0..batch {
-            let mut pos = 0f32;
-            for t in 0..len {
-                let real = mask[b * len + t] != 0;
-                let base = (b * len + t) * half;
-                for (j, &f) in self.inv_freq.iter().enumerate() {
-                    // f32 product, as the reference computes it, so long positions round alike.
-                    let angle = pos * f;
-                    cos[base + j] = angle.cos();
-                    sin[base + j] = angle.sin();
-                }
-                if real {
-                    pos += 1.0;
-                }
-            }
-        }
-        let dev = &self.device;
-        let cos = Tensor::from_vec(cos, (batch, len, half), dev)?.to_dtype(self.dtype)?;
-        let sin = Tensor::from_vec(sin, (batch, len, half), dev)?.to_dtype(self.dtype)?;
+        let positions = position_ids(mask, batch, len);
+        let angles = Tensor::from_vec(positions, (batch, len, 1), &self.device)?
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&self.inv_freq)?;
+        let cos = angles.cos()?.to_dtype(self.dtype)?;
+        let sin = angles.sin()?.to_dtype(self.dtype)?;
         Ok((cos, sin))
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn attention(
-        &self,
-        layer: &Layer,
-        x: &Tensor,
-        cos: &Tensor,
-        sin: &Tensor,
-        additive: &Tensor,
-        batch: usize,
-        len: usize,
-    ) -> Result<Tensor> {
+    fn attention(&self, layer: &Layer, x: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
         let (nh, nkv, hd) = (
             self.cfg.num_attention_heads,
             self.cfg.kv_heads(),
             self.cfg.head_dim(),
         );
-        let group = nh / nkv;
-        let q = layer
-            .q
-            .forward(x)?
-            .reshape((batch, len, nh, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let k = layer
-            .k
-            .forward(x)?
-            .reshape((batch, len, nkv, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let v = layer
-            .v
-            .forward(x)?
-            .reshape((batch, len, nkv, hd))?
-            .transpose(1, 2)?
-            .contiguous()?;
-        let q = candle_nn::rotary_emb::rope(&q, cos, sin)?;
-        let k = candle_nn::rotary_emb::rope(&k, cos, sin)?;
-
-        // Grouped-query attention without copying K/V: the `group` query heads sharing one KV
-        // head are stacked along the sequence axis, so one batched matmul serves them all.
-        let q = q.reshape((batch, nkv, group * len, hd))?;
-        let scale = 1.0 / (hd as f64).sqrt();
-        let scores = (q.matmul(&k.t()?)? * scale)?
-            .to_dtype(DType::F32)?
-            .reshape((batch, nh, len, len))?
-            .broadcast_add(additive)?;
-        let probs = candle_nn::ops::softmax_last_dim(&scores)?
-            .to_dtype(self.dtype)?
-            .reshape((batch, nkv, group * len, len))?;
-        let out = probs
-            .matmul(&v)?
-            .reshape((batch, nh, len, hd))?
+        let (batch, len) = (ctx.batch, ctx.len);
+        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            Ok(proj
+                .forward(x)?
+                .reshape((batch, len, n, hd))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let q = candle_nn::rotary_emb::rope(&heads(&layer.q, nh)?, &ctx.cos, &ctx.sin)?;
+        let k = candle_nn::rotary_emb::rope(&heads(&layer.k, nkv)?, &ctx.cos, &ctx.sin)?;
+        let v = heads(&layer.v, nkv)?;
+        // Scaling q (len x hidden values) is cheaper than scaling the scores (len x len).
+        let q = (q * (1.0 / (hd as f64).sqrt()))?;
+        let out = blocked_attention(&q, &k, &v, &ctx.masks, self.blocks)?
             .transpose(1, 2)?
             .reshape((batch, len, nh * hd))?;
         Ok(layer.o.forward(&out)?)
     }
 }
 
-/// Additive attention bias `[batch, 1, len, len]`: 0 where a query may attend to a key, the
-/// most negative f32 where it may not (padding keys; future keys in causal mode). One value per
-/// cell, never a sum of two, so no row can overflow to -inf and turn the softmax into NaN.
-fn attention_bias(
-    mask: &[u8],
-    batch: usize,
-    len: usize,
-    attention: Attention,
-    dev: &Device,
-) -> Result<Tensor> {
-    let mut bias = vec![0f32; batch * len * len];
+impl Layer {
+    fn load(cfg: &LlamaConfig, l: VarBuilder) -> Result<Self> {
+        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
+        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+        let att = l.pp("self_attn");
+        let mlp = l.pp("mlp");
+        let (ab, mb) = (cfg.attention_bias, cfg.mlp_bias);
+        let inter = cfg.intermediate_size;
+        Ok(Self {
+            q: linear_b(h, nh * hd, ab, att.pp("q_proj"))?,
+            k: linear_b(h, nkv * hd, ab, att.pp("k_proj"))?,
+            v: linear_b(h, nkv * hd, ab, att.pp("v_proj"))?,
+            o: linear_b(nh * hd, h, ab, att.pp("o_proj"))?,
+            gate: linear_b(h, inter, mb, mlp.pp("gate_proj"))?,
+            up: linear_b(h, inter, mb, mlp.pp("up_proj"))?,
+            down: linear_b(inter, h, mb, mlp.pp("down_proj"))?,
+            input_norm: rms_norm(h, cfg.rms_norm_eps, l.pp("input_layernorm"))?,
+            post_attention_norm: rms_norm(h, cfg.rms_norm_eps, l.pp("post_attention_layernorm"))?,
+        })
+    }
+
+    /// SwiGLU MLP, holding at most three `[batch, len, intermediate]` tensors at a time.
+    fn mlp(&self, h: &Tensor) -> Result<Tensor> {
+        let gated = candle_nn::ops::silu(&self.gate.forward(h)?)?;
+        let product = (gated * self.up.forward(h)?)?;
+        Ok(self.down.forward(&product)?)
+    }
+}
+
+/// Position ids that count real tokens only: the number of real tokens before each position.
+fn position_ids(mask: &[u8], batch: usize, len: usize) -> Vec<u32> {
+    let mut out = vec![0u32; batch * len];
     for b in 0..batch {
-        let row_mask = &mask[b * len..(b + 1) * len];
-        for q in 0..len {
-            let row = &mut bias[(b * len + q) * len..(b * len + q + 1) * len];
-            for (k, cell) in row.iter_mut().enumerate() {
-                let hidden = row_mask[k] == 0 || (attention == Attention::Causal && k > q);
-                if hidden {
-                    *cell = f32::MIN;
-                }
-            }
+        let mut pos = 0u32;
+        for t in 0..len {
+            out[b * len + t] = pos;
+            pos += u32::from(mask[b * len + t] != 0);
         }
     }
-    Tensor::from_vec(bias, (batch, 1, len, len), dev).context("building the attention mask")
+    out
 }

@@ -2,9 +2,11 @@
 //! encoders), tokenises with the model's own tokenizer.json, runs length-sorted token-budget
 //! batches through the forward pass and pools each text into one vector.
 
+pub mod attention;
 pub mod batching;
 mod bert;
 pub mod device;
+pub mod estimate;
 #[cfg(feature = "hub")]
 mod hub;
 pub mod llama;
@@ -20,8 +22,10 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStrategy};
 
-pub use batching::plan_batches;
+pub use attention::{AttentionBlocks, ATTENTION_BLOCK_ENV, DEFAULT_ATTENTION_BLOCK_ROWS};
+pub use batching::{plan_batches, BatchBudget};
 pub use device::{DType, Device};
+pub use estimate::{estimate_memory, MemoryEstimate};
 pub use recipe::{
     Architecture, Attention, PaddingSide, Pooling, Recipe, RecipeOverrides, TextKind,
     DEFAULT_INSTRUCTION, DEFAULT_QUERY_TEMPLATE,
@@ -34,12 +38,17 @@ pub use source::ModelFiles;
 pub const DEFAULT_MAX_BATCH_TOKENS_CPU: usize = 2048;
 /// On a GPU bigger batches keep the device busy.
 pub const DEFAULT_MAX_BATCH_TOKENS_GPU: usize = 16384;
+/// Attention-score budget of one forward pass on a CPU (see [`BatchBudget`]).
+pub const DEFAULT_MAX_ATTENTION_BYTES_CPU: usize = 1 << 30;
+/// On a GPU: 32 heads x 512 rows x 32k keys x 4 bytes, one 32k-token text of an 8B model.
+pub const DEFAULT_MAX_ATTENTION_BYTES_GPU: usize = 2 << 30;
 
 /// How to load a model.
 #[derive(Debug, Clone, Default)]
 pub struct EncoderOptions {
     pub device: Device,
-    pub dtype: DType,
+    /// Weight and activation precision; `None` follows [`resolve_dtype`]'s rule.
+    pub dtype: Option<DType>,
     pub overrides: RecipeOverrides,
     /// Padded-token budget per forward pass; `None` picks a default for the device.
     pub max_batch_tokens: Option<usize>,
@@ -56,6 +65,41 @@ impl EncoderOptions {
             })
             .max(1)
     }
+
+    /// The attention-score budget for this device.
+    pub fn attention_bytes(&self) -> usize {
+        if self.device.is_cpu() {
+            DEFAULT_MAX_ATTENTION_BYTES_CPU
+        } else {
+            DEFAULT_MAX_ATTENTION_BYTES_GPU
+        }
+    }
+}
+
+/// The precision a model runs in: the one asked for; otherwise f32 on the CPU (bf16 and f16
+/// matmuls are slow there) and, on CUDA, the checkpoint's own `torch_dtype` from config.json
+/// (`dtype` in newer transformers), which is what its weights are stored in: bf16 for
+/// llama-embed-nemotron-8b. A missing or unknown value gives f32.
+pub fn resolve_dtype(
+    requested: Option<DType>,
+    device: Device,
+    config: &serde_json::Value,
+) -> DType {
+    if let Some(d) = requested {
+        return d;
+    }
+    if device.is_cpu() {
+        return DType::F32;
+    }
+    checkpoint_dtype(config).unwrap_or(DType::F32)
+}
+
+/// The `torch_dtype` (or `dtype`) a config.json declares, when it is f32, bf16 or f16.
+pub fn checkpoint_dtype(config: &serde_json::Value) -> Option<DType> {
+    ["torch_dtype", "dtype"]
+        .iter()
+        .find_map(|k| config.get(*k).and_then(|v| v.as_str()))
+        .and_then(|s| s.parse().ok())
 }
 
 /// One text after templating and tokenisation.
@@ -96,12 +140,15 @@ pub struct ModelInfo {
 pub struct Encoder {
     info: ModelInfo,
     recipe: Recipe,
+    /// Truncates at the recipe's length.
     tokenizer: Tokenizer,
+    /// The same, one token longer: tells whether a text was cut (see [`Encoder::tokenize`]).
+    probe: Tokenizer,
     backbone: Backbone,
     eos_id: Option<u32>,
     pad_id: u32,
     vocab_size: usize,
-    max_batch_tokens: usize,
+    budget: BatchBudget,
 }
 
 /// What a checkpoint says about itself, read without touching the weights: enough to write or
@@ -160,7 +207,7 @@ impl Checkpoint {
         })
     }
 
-    /// The model description a manifest records for these options.
+    /// The model description a manifest records for these options (the dtype resolved).
     pub fn info(&self, opts: &EncoderOptions) -> ModelInfo {
         ModelInfo {
             model: self.model.clone(),
@@ -168,10 +215,23 @@ impl Checkpoint {
             fingerprint: self.fingerprint.clone(),
             dim: self.dim,
             vocab_size: self.vocab_size,
-            dtype: opts.dtype,
+            dtype: self.dtype(opts),
             device: opts.device,
             recipe: self.recipe.clone(),
         }
+    }
+
+    /// The precision these options run this checkpoint in (see [`resolve_dtype`]).
+    pub fn dtype(&self, opts: &EncoderOptions) -> DType {
+        resolve_dtype(opts.dtype, opts.device, &self.config)
+    }
+
+    /// Query heads per layer, from config.json.
+    pub fn heads(&self) -> usize {
+        self.config
+            .get("num_attention_heads")
+            .and_then(|v| v.as_u64())
+            .map_or(1, |v| v as usize)
     }
 }
 
@@ -183,8 +243,16 @@ impl Encoder {
 
     /// Load the tokenizer and weights of an opened checkpoint.
     pub fn from_checkpoint(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Self> {
-        let tokenizer = load_tokenizer(ck)?;
-        let backbone = load_backbone(ck, opts)?;
+        let (tokenizer, probe) = load_tokenizers(ck)?;
+        let mut backbone = load_backbone(ck, opts)?;
+        let blocks = match &mut backbone {
+            Backbone::Llama(m) => {
+                m.set_attention_blocks(AttentionBlocks::from_env()?);
+                m.attention_blocks()
+            }
+            // candle-transformers' BERT attends all at once; its inputs stop at 512 tokens.
+            Backbone::Bert(_) => AttentionBlocks::UNBLOCKED,
+        };
         let dim = match &backbone {
             Backbone::Llama(m) => m.hidden_size(),
             Backbone::Bert(m) => m.hidden_size(),
@@ -210,11 +278,17 @@ impl Encoder {
             info: ck.info(opts),
             recipe: ck.recipe.clone(),
             tokenizer,
+            probe,
             backbone,
             eos_id,
             pad_id,
             vocab_size: ck.vocab_size,
-            max_batch_tokens: opts.batch_tokens(),
+            budget: BatchBudget {
+                tokens: opts.batch_tokens(),
+                attention_bytes: opts.attention_bytes(),
+                heads: ck.heads(),
+                blocks,
+            },
         })
     }
 
@@ -228,42 +302,80 @@ impl Encoder {
         self.info.dim
     }
     pub fn max_batch_tokens(&self) -> usize {
-        self.max_batch_tokens
+        self.budget.tokens
+    }
+    /// The budgets batches are planned under.
+    pub fn batch_budget(&self) -> BatchBudget {
+        self.budget
+    }
+
+    /// Compute attention in blocks of query rows (the default, or [`ATTENTION_BLOCK_ENV`]), or
+    /// unblocked with [`AttentionBlocks::UNBLOCKED`]. Vectors are the same either way; only the
+    /// memory differs. BERT models always attend unblocked.
+    pub fn set_attention_blocks(&mut self, blocks: AttentionBlocks) {
+        if let Backbone::Llama(m) = &mut self.backbone {
+            m.set_attention_blocks(blocks);
+            self.budget.blocks = blocks;
+        }
     }
 
     /// Apply the template for `kind` and tokenise. Texts that are empty (or only whitespace) are
     /// refused with their position, since an empty text has no meaningful vector.
+    ///
+    /// tokenizers stops tokenising once the truncation length is reached, so whether a text was
+    /// cut cannot be read from the overflow it reports. Texts are tokenised with a limit one
+    /// token longer: those that reach it are over the length, and are tokenised again with the
+    /// real limit.
     pub fn tokenize(&self, texts: &[&str], kind: TextKind) -> Result<Vec<Tokenized>> {
         if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
             bail!("text #{} is empty", i + 1);
         }
         let inputs: Vec<String> = texts.iter().map(|t| self.recipe.format(t, kind)).collect();
-        let encodings = self
-            .tokenizer
-            .encode_batch(inputs, true)
-            .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))?;
-        let mut out = Vec::with_capacity(encodings.len());
-        for (i, enc) in encodings.into_iter().enumerate() {
-            let mut ids = enc.get_ids().to_vec();
-            if self.recipe.append_eos {
-                ids.push(self.eos_id.expect("checked at load"));
-            }
-            if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-                bail!(
-                    "text #{}: token id {bad} is outside the model's vocabulary ({})",
-                    i + 1,
-                    self.vocab_size
-                );
-            }
-            if ids.is_empty() {
-                bail!("text #{} produced no tokens", i + 1);
-            }
+        let limit = self.recipe.max_length - usize::from(self.recipe.append_eos);
+        let encode = |tokenizer: &Tokenizer, inputs: Vec<&str>| {
+            tokenizer
+                .encode_batch(inputs, true)
+                .map_err(|e| anyhow::anyhow!("tokenizing: {e}"))
+        };
+        let mut ids: Vec<Vec<u32>> =
+            encode(&self.probe, inputs.iter().map(|s| s.as_str()).collect())?
+                .iter()
+                .map(|e| e.get_ids().to_vec())
+                .collect();
+        let long: Vec<usize> = (0..ids.len()).filter(|&i| ids[i].len() > limit).collect();
+        let cut = encode(
+            &self.tokenizer,
+            long.iter().map(|&i| inputs[i].as_str()).collect(),
+        )?;
+        for (&i, enc) in long.iter().zip(&cut) {
+            ids[i] = enc.get_ids().to_vec();
+        }
+        let mut out = Vec::with_capacity(ids.len());
+        for (i, ids) in ids.into_iter().enumerate() {
             out.push(Tokenized {
-                ids,
-                truncated: !enc.get_overflowing().is_empty(),
+                ids: self.checked_ids(i, ids)?,
+                truncated: long.binary_search(&i).is_ok(),
             });
         }
         Ok(out)
+    }
+
+    /// Append EOS if the recipe says so; refuse ids outside the vocabulary and empty results.
+    fn checked_ids(&self, i: usize, mut ids: Vec<u32>) -> Result<Vec<u32>> {
+        if self.recipe.append_eos {
+            ids.push(self.eos_id.expect("checked at load"));
+        }
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
+            bail!(
+                "text #{}: token id {bad} is outside the model's vocabulary ({})",
+                i + 1,
+                self.vocab_size
+            );
+        }
+        if ids.is_empty() {
+            bail!("text #{} produced no tokens", i + 1);
+        }
+        Ok(ids)
     }
 
     /// Embed a batch of tokenised texts in one forward pass; vectors come back in batch order.
@@ -315,7 +427,7 @@ impl Encoder {
     ) -> Result<Encoded> {
         let lengths: Vec<usize> = tokenized.iter().map(|t| t.ids.len()).collect();
         let mut vectors = vec![Vec::new(); tokenized.len()];
-        for batch in plan_batches(&lengths, self.max_batch_tokens) {
+        for batch in plan_batches(&lengths, &self.budget) {
             let items: Vec<&Tokenized> = batch.iter().map(|&i| &tokenized[i]).collect();
             let out = self.embed_batch(&items)?;
             let tokens: usize = items.iter().map(|t| t.ids.len()).sum();
@@ -332,23 +444,12 @@ impl Encoder {
     }
 }
 
-/// The model's tokenizer with our padding and truncation (never the ones stored in the file).
-fn load_tokenizer(ck: &Checkpoint) -> Result<Tokenizer> {
+/// The model's tokenizer with our padding and truncation (never the ones stored in the file),
+/// and a copy that truncates one token later (see [`Encoder::tokenize`]).
+fn load_tokenizers(ck: &Checkpoint) -> Result<(Tokenizer, Tokenizer)> {
     let path = &ck.files.tokenizer;
     let mut tokenizer = Tokenizer::from_file(path)
         .map_err(|e| anyhow::anyhow!("{}: cannot load tokenizer: {e}", path.display()))?;
-    // Padding and truncation stored in tokenizer.json (all-MiniLM-L6-v2 ships Fixed(128))
-    // would silently change vectors: we pad ourselves and truncate at the recipe's length.
-    tokenizer.with_padding(None);
-    let reserve_eos = usize::from(ck.recipe.append_eos);
-    tokenizer
-        .with_truncation(Some(TruncationParams {
-            max_length: ck.recipe.max_length - reserve_eos,
-            strategy: TruncationStrategy::LongestFirst,
-            stride: 0,
-            direction: TruncationDirection::Right,
-        }))
-        .map_err(|e| anyhow::anyhow!("setting truncation: {e}"))?;
     let tok_vocab = tokenizer.get_vocab_size(true);
     if tok_vocab > ck.vocab_size {
         bail!(
@@ -359,15 +460,28 @@ fn load_tokenizer(ck: &Checkpoint) -> Result<Tokenizer> {
             ck.vocab_size
         );
     }
-    Ok(tokenizer)
+    // Padding and truncation stored in tokenizer.json (all-MiniLM-L6-v2 ships Fixed(128))
+    // would silently change vectors: we pad ourselves and truncate at the recipe's length.
+    tokenizer.with_padding(None);
+    let limit = ck.recipe.max_length - usize::from(ck.recipe.append_eos);
+    let mut probe = tokenizer.clone();
+    for (t, max_length) in [(&mut tokenizer, limit), (&mut probe, limit + 1)] {
+        t.with_truncation(Some(TruncationParams {
+            max_length,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+            direction: TruncationDirection::Right,
+        }))
+        .map_err(|e| anyhow::anyhow!("setting truncation: {e}"))?;
+    }
+    Ok((tokenizer, probe))
 }
 
 fn load_backbone(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Backbone> {
     let device = opts.device.open()?;
-    let vb = unsafe {
-        VarBuilder::from_mmaped_safetensors(&ck.files.weights, opts.dtype.to_candle(), &device)
-    }
-    .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
+    let dtype = ck.dtype(opts).to_candle();
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(&ck.files.weights, dtype, &device) }
+        .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
     Ok(match ck.architecture {
         Architecture::Llama => {
             let cfg: llama::LlamaConfig = serde_json::from_value(ck.config.clone())
@@ -452,4 +566,37 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     let na: f32 = a.iter().map(|x| x * x).sum::<f32>().sqrt();
     let nb: f32 = b.iter().map(|x| x * x).sum::<f32>().sqrt();
     dot / (na * nb).max(1e-12)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn dtype_follows_the_flag_then_the_device_then_the_checkpoint() {
+        let bf16 = json!({"torch_dtype": "bfloat16"});
+        let cuda = Device::Cuda(0);
+        assert_eq!(resolve_dtype(None, Device::Cpu, &bf16), DType::F32);
+        assert_eq!(resolve_dtype(None, cuda, &bf16), DType::BF16);
+        assert_eq!(resolve_dtype(Some(DType::F16), cuda, &bf16), DType::F16);
+        assert_eq!(
+            resolve_dtype(Some(DType::BF16), Device::Cpu, &bf16),
+            DType::BF16
+        );
+        assert_eq!(
+            resolve_dtype(None, cuda, &json!({"dtype": "float16"})),
+            DType::F16
+        );
+        assert_eq!(
+            resolve_dtype(None, cuda, &json!({"torch_dtype": "float32"})),
+            DType::F32
+        );
+        // Missing or unusable: f32.
+        assert_eq!(resolve_dtype(None, cuda, &json!({})), DType::F32);
+        assert_eq!(
+            resolve_dtype(None, cuda, &json!({"torch_dtype": "float64"})),
+            DType::F32
+        );
+    }
 }

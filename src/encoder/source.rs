@@ -23,15 +23,11 @@ impl ModelFiles {
 
 /// Resolve `--model` (a folder or `org/name`) to a folder holding the checkpoint.
 pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
-    let as_path = Path::new(spec);
-    if as_path.is_dir() {
-        return Ok(as_path.to_path_buf());
+    if let Some(dir) = find_model_dir(spec) {
+        return Ok(dir);
     }
     if looks_like_hub_id(spec) {
         let cache = hf_cache_dir();
-        if let Some(dir) = find_in_cache(&cache, spec) {
-            return Ok(dir);
-        }
         #[cfg(feature = "hub")]
         {
             return super::hub::download(spec, &cache);
@@ -46,6 +42,28 @@ pub fn resolve_model_dir(spec: &str) -> Result<PathBuf> {
         );
     }
     bail!("model folder {spec:?} does not exist")
+}
+
+/// A local folder, or a hub id already in the Hugging Face cache; never downloads.
+fn find_model_dir(spec: &str) -> Option<PathBuf> {
+    let as_path = Path::new(spec);
+    if as_path.is_dir() {
+        return Some(as_path.to_path_buf());
+    }
+    if looks_like_hub_id(spec) {
+        return find_in_cache(&hf_cache_dir(), spec);
+    }
+    None
+}
+
+/// Like [`resolve_model_dir`] but without downloading: for reading config.json alone.
+pub fn locate_model_dir(spec: &str) -> Result<PathBuf> {
+    find_model_dir(spec).with_context(|| {
+        format!(
+            "model {spec:?} is not a local folder and is not in the Hugging Face cache ({})",
+            hf_cache_dir().display()
+        )
+    })
 }
 
 fn looks_like_hub_id(spec: &str) -> bool {

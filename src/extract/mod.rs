@@ -283,6 +283,7 @@ impl Worker<'_> {
     ) -> Result<()> {
         let opts = EncoderOptions {
             device,
+            dtype: Some(checkpoint.dtype(&self.cfg.encoder)), // the manifest's dtype
             ..self.cfg.encoder.clone()
         };
         let encoder = Encoder::from_checkpoint(checkpoint, &opts)
