@@ -577,7 +577,7 @@ pub fn query_encoder(
     let path = model.unwrap_or(&em.model_path);
     let opts = EncoderOptions {
         device,
-        dtype: em.dtype,
+        dtype: Some(em.dtype),
         max_batch_tokens: None,
         overrides: RecipeOverrides {
             attention: Some(r.attention),
