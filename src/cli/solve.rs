@@ -9,6 +9,8 @@ use crate::encoder::Device;
 use crate::solve::client::Sampling;
 use crate::solve::launch::LaunchSpec;
 use crate::solve::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
+use crate::solve::sandbox::SandboxConfig;
+use crate::solve::serve::ServeSpec;
 use crate::solve::{parse_duration, SolveConfig};
 
 #[derive(Parser, Debug)]
@@ -23,9 +25,10 @@ use crate::solve::{parse_duration, SolveConfig};
                   (id,answer) plus traces.jsonl. Re-running with the same --out resumes."
 )]
 pub struct SolveArgs {
-    /// Problems: .csv, .jsonl or .parquet with `id` and `problem` (an `answer` column enables --eval).
-    #[arg(long)]
-    pub input: PathBuf,
+    /// Problems: .csv, .jsonl or .parquet with `id` and `problem` (an `answer` column enables
+    /// --eval). Not used with --serve.
+    #[arg(long, required_unless_present = "serve")]
+    pub input: Option<PathBuf>,
     /// Index built by `embed index build` (needed unless --rag k=0).
     #[arg(long)]
     pub index: Option<PathBuf>,
@@ -128,6 +131,62 @@ pub struct SolveArgs {
     pub device: Device,
     #[arg(long)]
     pub quiet: bool,
+    /// Let the model run code: `python` runs each complete ```python block in a per-sample
+    /// sandbox (persistent interpreter, time/memory/process limits, no network where the OS
+    /// allows) and shows it the output; `none` turns it off.
+    #[arg(long, default_value = "none", value_parser = ["none", "python"])]
+    pub tools: String,
+    /// Code blocks run per sample at most.
+    #[arg(long, default_value_t = 8)]
+    pub max_tool_calls: usize,
+    /// Characters of one tool output shown to the model (head and tail kept).
+    #[arg(long, default_value_t = 2000)]
+    pub tool_output_chars: usize,
+    /// Wall-clock limit of one code block; then the interpreter is killed and restarted.
+    #[arg(long, default_value = "10s")]
+    pub tool_timeout: String,
+    /// Address space of every sandbox process, in MiB.
+    #[arg(long, default_value_t = 4096)]
+    pub tool_memory_mb: u64,
+    /// Processes and threads per sandbox, where the system can enforce it.
+    #[arg(long, default_value_t = 64)]
+    pub tool_max_processes: u64,
+    /// Python for the sandbox [default: $EXEMPLAR_PYTHON, else python3 on PATH].
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Tokens a sample may think; then its thinking is closed for it and the answer asked for.
+    #[arg(long)]
+    pub think_budget: Option<usize>,
+    /// Line mode: read `{"id": ..., "problem": ...}` lines on stdin, answer each with
+    /// `{"id": ..., "answer": N, "seconds": S}` on stdout; the model and index load once.
+    #[arg(long)]
+    pub serve: bool,
+    /// With --serve: problems expected, to share --time-budget (time left / problems left).
+    #[arg(long, default_value_t = 50)]
+    pub expected_problems: usize,
+}
+
+/// Refuse settings that cannot run, before anything is loaded.
+fn check_counts(a: &SolveArgs) -> Result<()> {
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    if a.concurrency == 0 {
+        bail!("--concurrency must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&a.agreement) {
+        bail!(
+            "--agreement {}: expected a share between 0 and 1",
+            a.agreement
+        );
+    }
+    if a.serve && a.compare_rag.is_some() {
+        bail!("--serve answers with one setting; --compare-rag needs a whole --input");
+    }
+    if a.think_budget == Some(0) {
+        bail!("--think-budget must be at least 1 token");
+    }
+    Ok(())
 }
 
 fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u64>> {
@@ -153,18 +212,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
         .api_key
         .clone()
         .or_else(|| std::env::var("OPENAI_API_KEY").ok());
-    if a.samples == 0 {
-        bail!("--samples must be at least 1");
-    }
-    if a.concurrency == 0 {
-        bail!("--concurrency must be at least 1");
-    }
-    if !(0.0..=1.0).contains(&a.agreement) {
-        bail!(
-            "--agreement {}: expected a share between 0 and 1",
-            a.agreement
-        );
-    }
+    check_counts(&a)?;
     let traces = a
         .traces
         .clone()
@@ -176,7 +224,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
         timeout: launch_timeout,
     });
     let cfg = SolveConfig {
-        input: a.input.clone(),
+        input: a.input.clone().unwrap_or_default(),
         index: a.index.clone(),
         rag: a.rag.clone(),
         compare_rag: a.compare_rag.clone(),
@@ -214,8 +262,42 @@ pub fn run(a: SolveArgs) -> Result<()> {
         eval: a.eval,
         embed_model: a.embed_model.clone(),
         device: a.device,
+        sandbox: sandbox_config(&a)?,
+        max_tool_calls: a.max_tool_calls,
+        think_budget: a.think_budget,
+        serve: a.serve.then_some(ServeSpec {
+            expected_problems: a.expected_problems.max(1),
+        }),
     };
     crate::solve::run(&cfg, &Bars::new(a.quiet))
+}
+
+/// `--tools python` settings; None with `--tools none`.
+fn sandbox_config(a: &SolveArgs) -> Result<Option<SandboxConfig>> {
+    if a.tools != "python" {
+        return Ok(None);
+    }
+    if a.tool_output_chars < 100 {
+        bail!("--tool-output-chars {}: at least 100", a.tool_output_chars);
+    }
+    let timeout = duration("--tool-timeout", &a.tool_timeout)?;
+    if timeout.is_zero() {
+        bail!("--tool-timeout must be above 0");
+    }
+    let python = a
+        .python
+        .clone()
+        .or_else(|| std::env::var_os("EXEMPLAR_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| "python3".into());
+    Ok(Some(SandboxConfig {
+        python,
+        timeout,
+        memory_bytes: a.tool_memory_mb.max(64) << 20,
+        max_processes: a.tool_max_processes.max(4),
+        output_chars: a.tool_output_chars,
+        // A backstop for processes that outlive their call: every call's limit, plus slack.
+        cpu_seconds: (timeout.as_secs() + 1) * (a.max_tool_calls as u64 + 1) + 30,
+    }))
 }
 
 fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {

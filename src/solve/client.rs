@@ -67,7 +67,15 @@ pub struct Completion {
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
+    /// The caller's watcher stopped the stream (a code block to run, a spent budget).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub interrupted: bool,
 }
+
+/// Called after every streamed delta with the completion so far and the number of deltas that
+/// carried text (about one token each); returning true stops the stream there and returns what
+/// arrived as the completion (`interrupted`). A non-streamed reply is shown once, whole.
+pub type Watch<'a> = &'a mut dyn FnMut(&Completion, usize) -> bool;
 
 impl Completion {
     /// Reasoning and answer as one text, the thinking inside `<think>` as the model wrote it.
@@ -139,6 +147,18 @@ impl Client {
         deadline: Instant,
         cancel: &AtomicBool,
     ) -> Attempted {
+        self.complete_watched(messages, sampling, deadline, cancel, &mut |_, _| false)
+    }
+
+    /// [`Client::complete`] with a watcher that may stop the stream early (see [`Watch`]).
+    pub fn complete_watched(
+        &self,
+        messages: &[Message],
+        sampling: &Sampling,
+        deadline: Instant,
+        cancel: &AtomicBool,
+        watch: Watch,
+    ) -> Attempted {
         let start = Instant::now();
         let mut out = Attempted::default();
         while out.attempts <= self.retries {
@@ -153,7 +173,8 @@ impl Client {
                 break;
             }
             out.attempts += 1;
-            match self.attempt(messages, sampling, left.min(self.request_timeout), cancel) {
+            let timeout = left.min(self.request_timeout);
+            match self.attempt(messages, sampling, timeout, cancel, &mut *watch) {
                 Ok(c) => {
                     out.completion = Some(c);
                     break;
@@ -212,8 +233,9 @@ impl Client {
         sampling: &Sampling,
         timeout: Duration,
         cancel: &AtomicBool,
+        watch: Watch,
     ) -> Result<Completion, Failure> {
-        let body = serde_json::json!({
+        let mut body = serde_json::json!({
             "model": self.model,
             "messages": messages,
             "temperature": sampling.temperature,
@@ -223,6 +245,13 @@ impl Client {
             "stream": true,
             "stream_options": {"include_usage": true},
         });
+        // A trailing assistant message is a prefill to continue (tool output, a forced
+        // conclusion). llama.cpp continues one by default; vLLM needs both flags, which
+        // llama.cpp accepts too (and then does not repeat the prefill in the stream).
+        if messages.last().is_some_and(|m| m.role == "assistant") {
+            body["continue_final_message"] = true.into();
+            body["add_generation_prompt"] = false.into();
+        }
         let mut req = Self::agent(timeout).post(&format!("{}/chat/completions", self.endpoint));
         if let Some(key) = &self.api_key {
             req = req.header("Authorization", &format!("Bearer {key}"));
@@ -241,9 +270,13 @@ impl Client {
             return Err(classify_status(status, &read_text(reader, status)?));
         }
         let completion = if event_stream {
-            read_stream(BufReader::new(reader), cancel)?
+            read_stream(BufReader::new(reader), cancel, watch)?
         } else {
-            parse_whole(&read_text(reader, status)?)?
+            let mut c = parse_whole(&read_text(reader, status)?)?;
+            let chars = c.content.len() + c.reasoning.as_deref().map_or(0, str::len);
+            let tokens = c.completion_tokens.map_or(chars / 4, |t| t as usize);
+            c.interrupted = watch(&c, tokens.max(1));
+            c
         };
         if completion.content.trim().is_empty()
             && completion
@@ -378,9 +411,13 @@ fn parse_whole(text: &str) -> Result<Completion, Failure> {
 
 /// A streamed reply: `data: {json}` lines, each with `choices[0].delta`, until `data: [DONE]`
 /// or the end of the body. Checks `cancel` after every line.
-fn read_stream(mut reader: impl BufRead, cancel: &AtomicBool) -> Result<Completion, Failure> {
+fn read_stream(
+    mut reader: impl BufRead,
+    cancel: &AtomicBool,
+    watch: Watch,
+) -> Result<Completion, Failure> {
     let mut c = Completion::default();
-    let mut reasoning = String::new();
+    let mut events = 0;
     let mut line = Vec::new();
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -416,16 +453,25 @@ fn read_stream(mut reader: impl BufRead, cancel: &AtomicBool) -> Result<Completi
             continue; // the usage-only event, or an empty choices list
         };
         let delta = choice.get("delta").unwrap_or(&Value::Null);
+        let before = c.content.len() + c.reasoning.as_deref().map_or(0, str::len);
         c.content
             .push_str(&text_field(delta, "content").unwrap_or_default());
         for key in ["reasoning_content", "reasoning"] {
-            reasoning.push_str(&text_field(delta, key).unwrap_or_default());
+            if let Some(r) = text_field(delta, key).filter(|r| !r.is_empty()) {
+                c.reasoning.get_or_insert_with(String::new).push_str(&r);
+            }
         }
         if let Some(f) = text_field(choice, "finish_reason") {
             c.finish_reason = Some(f);
         }
+        if c.content.len() + c.reasoning.as_deref().map_or(0, str::len) > before {
+            events += 1;
+            if watch(&c, events) {
+                c.interrupted = true;
+                return Ok(c); // dropping the reader closes the connection
+            }
+        }
     }
-    c.reasoning = (!reasoning.is_empty()).then_some(reasoning);
     Ok(c)
 }
 
@@ -477,11 +523,33 @@ mod tests {
             "data: {\"choices\":[],\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":3}}\n\n",
             "data: [DONE]\n\n"
         );
-        let c = read_stream(sse.as_bytes(), &AtomicBool::new(false)).unwrap();
+        let c = read_stream(sse.as_bytes(), &AtomicBool::new(false), &mut |_, _| false).unwrap();
         assert_eq!(c.content, "\\boxed{7}");
         assert_eq!(c.reasoning.as_deref(), Some("think "));
         assert_eq!(c.finish_reason.as_deref(), Some("stop"));
         assert_eq!((c.prompt_tokens, c.completion_tokens), (Some(5), Some(3)));
+    }
+
+    #[test]
+    fn a_watcher_stops_the_stream_and_keeps_what_arrived() {
+        let sse = concat!(
+            "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"reasoning_content\":\"a\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"b\"}}]}\n\n",
+            "data: {\"choices\":[{\"delta\":{\"content\":\"c\"}}]}\n\n",
+        );
+        let mut seen = Vec::new();
+        let c = read_stream(sse.as_bytes(), &AtomicBool::new(false), &mut |c, n| {
+            seen.push(n);
+            c.content == "b"
+        })
+        .unwrap();
+        assert_eq!(seen, vec![1, 2], "only deltas with text count");
+        assert!(c.interrupted);
+        assert_eq!(
+            (c.reasoning.as_deref(), c.content.as_str()),
+            (Some("a"), "b")
+        );
     }
 
     #[test]
@@ -512,9 +580,10 @@ mod tests {
             Failure::Permanent(_)
         ));
         let stream = "data: {\"error\":{\"message\":\"boom\"}}\n\n";
-        assert!(read_stream(stream.as_bytes(), &AtomicBool::new(false)).is_err());
+        let never = &mut |_: &Completion, _| false;
+        assert!(read_stream(stream.as_bytes(), &AtomicBool::new(false), never).is_err());
         assert!(matches!(
-            read_stream("data: {}\n".as_bytes(), &AtomicBool::new(true)),
+            read_stream("data: {}\n".as_bytes(), &AtomicBool::new(true), never),
             Err(Failure::Cancelled)
         ));
     }

@@ -3,12 +3,19 @@
 //! ```text
 //! problems ─► (per arm) resume from traces ─► embed queries ─► per problem:
 //!     retrieve k neighbours ─► fit the prompt into the context ─► sample N (streamed,
-//!     cancellable) ─► vote ─► record a trace line ─► rewrite submission.csv
+//!     cancellable; with --tools python each sample may stop at a code block, run it in its
+//!     sandbox and continue; with --think-budget a long thinking is closed for it) ─► weighted
+//!     vote ─► record a trace line ─► rewrite submission.csv
 //! ```
 //!
 //! The retriever loads before a `--launch`ed server (which may take the GPU); `--time-budget`
 //! counts from process start; every finished problem is in the traces and in submission.csv
-//! at once, so a kill loses at most the problem in flight.
+//! at once, so a kill loses at most the problem in flight. `--serve` (serve.rs) loads the same
+//! things once and answers problems read from stdin instead of `--input`.
+//!
+//! Modules: sample.rs (N samples, C in flight, early stop), tools.rs (rounds of one sample: code
+//! blocks, tool outputs, the thinking budget), sandbox.rs + sys.rs (the Python sandbox and its
+//! system calls), vote.rs (weights), trace.rs (trace lines, the resume key), client.rs (SSE).
 
 pub mod answer;
 pub mod client;
@@ -18,6 +25,10 @@ pub mod problems;
 pub mod prompt;
 pub mod retrieve;
 pub mod sample;
+pub mod sandbox;
+pub mod serve;
+mod sys;
+pub mod tools;
 pub mod trace;
 pub mod vote;
 
@@ -34,6 +45,7 @@ use problems::Problem;
 use prompt::{Example, PromptBuilder, RagSpec};
 use retrieve::Retriever;
 use sample::{SamplePlan, Sampled};
+use tools::ToolPlan;
 use trace::{Retrieved, RunKey, Trace, TraceLog, VoteEntry};
 
 pub use problems::read_problems;
@@ -74,6 +86,13 @@ pub struct SolveConfig {
     pub eval: bool,
     pub embed_model: Option<String>,
     pub device: crate::encoder::Device,
+    /// `--tools python`: the sandbox every sample gets.
+    pub sandbox: Option<sandbox::SandboxConfig>,
+    pub max_tool_calls: usize,
+    /// `--think-budget N`: streamed tokens before the thinking is closed for it.
+    pub think_budget: Option<usize>,
+    /// `--serve`: answer problems read from stdin, one JSON line each.
+    pub serve: Option<serve::ServeSpec>,
 }
 
 /// Outcome of one arm (the RAG run or the control) over all problems.
@@ -86,10 +105,16 @@ pub struct ArmResult {
     pub margins: Vec<f64>,
     pub fallbacks: usize,
     pub overflow_failures: usize,
+    /// Problems the unweighted majority (every sample 1 vote) would have got right: what the
+    /// vote weights gain or lose.
+    pub majority_correct: usize,
 }
 
 pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
-    let problems = read_problems(&cfg.input)?;
+    let problems = match cfg.serve {
+        Some(_) => Vec::new(),
+        None => read_problems(&cfg.input)?,
+    };
     if cfg.force && !cfg.dry_run {
         if let Some(aside) = trace::set_aside(&cfg.traces)? {
             progress.log(&format!(
@@ -98,21 +123,10 @@ pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
             ));
         }
     }
-    // The retriever first: a launched server may claim the whole GPU.
-    let retriever = open_retriever(cfg, progress)?;
-    let client = make_client(cfg);
-    let _server = match (&cfg.launch, cfg.dry_run) {
-        (Some(spec), false) => Some(launch::launch(spec, &client)?),
-        _ => None,
-    };
-    let budget = match cfg.dry_run {
-        true => None,
-        false => Some(PromptBudget::discover(
-            &client,
-            cfg.max_model_len,
-            cfg.solver_tokenizer.as_deref(),
-        )?),
-    };
+    let loaded = Loaded::load(cfg, progress)?;
+    if let Some(spec) = &cfg.serve {
+        return serve::session(cfg, spec, &loaded, progress);
+    }
     let mut arms = vec![("rag", cfg.rag.clone())];
     if let Some(c) = &cfg.compare_rag {
         arms.push(("control", c.clone()));
@@ -125,21 +139,77 @@ pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
             let now = Instant::now();
             now + e.saturating_duration_since(now) / (arms.len() - i) as u32
         });
-        let arm = Arm {
-            cfg,
-            problems: &problems,
-            retriever: retriever.as_ref(),
-            client: &client,
-            budget: budget.as_ref(),
-            name,
-            spec,
-            key: run_key(cfg, spec)?,
-            end: arm_end,
-            write_submission: i == 0,
-        };
+        let arm = loaded.arm(cfg, &problems, name, spec, arm_end, i == 0)?;
         results.push((name.to_string(), spec.clone(), arm.run(progress)?));
     }
     report(cfg, &problems, &results)
+}
+
+/// What a run loads once: the retriever (embedding model + index), the client, a launched
+/// server, the prompt budget and the sandbox report.
+struct Loaded {
+    retriever: Option<Retriever>,
+    client: Client,
+    _server: Option<launch::ServerGuard>,
+    budget: Option<PromptBudget>,
+    sandbox: Option<sandbox::SandboxInfo>,
+    /// Seconds spent loading the retriever.
+    load_seconds: f64,
+}
+
+impl Loaded {
+    fn load(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Self> {
+        // The retriever first: a launched server may claim the whole GPU.
+        let start = Instant::now();
+        let retriever = open_retriever(cfg, progress)?;
+        let load_seconds = start.elapsed().as_secs_f64();
+        let client = make_client(cfg);
+        let _server = match (&cfg.launch, cfg.dry_run) {
+            (Some(spec), false) => Some(launch::launch(spec, &client)?),
+            _ => None,
+        };
+        let budget = match cfg.dry_run {
+            true => None,
+            false => Some(PromptBudget::discover(
+                &client,
+                cfg.max_model_len,
+                cfg.solver_tokenizer.as_deref(),
+            )?),
+        };
+        let sandbox = probe_sandbox(cfg, progress)?;
+        Ok(Self {
+            retriever,
+            client,
+            _server,
+            budget,
+            sandbox,
+            load_seconds,
+        })
+    }
+
+    fn arm<'a>(
+        &'a self,
+        cfg: &'a SolveConfig,
+        problems: &'a [Problem],
+        name: &'a str,
+        spec: &'a RagSpec,
+        end: Option<Instant>,
+        write_submission: bool,
+    ) -> Result<Arm<'a>> {
+        Ok(Arm {
+            cfg,
+            problems,
+            retriever: self.retriever.as_ref(),
+            client: &self.client,
+            budget: self.budget.as_ref(),
+            name,
+            spec,
+            key: run_key(cfg, spec)?,
+            end,
+            write_submission,
+            sandbox: self.sandbox.as_ref(),
+        })
+    }
 }
 
 fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<Retriever>> {
@@ -169,6 +239,38 @@ fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<R
     }
 }
 
+/// With `--tools python`: start one sandbox up front, so a missing interpreter fails the run
+/// at once, and say once what it has and what it isolates here.
+fn probe_sandbox(
+    cfg: &SolveConfig,
+    progress: &dyn Progress,
+) -> Result<Option<sandbox::SandboxInfo>> {
+    let Some(sb) = cfg.sandbox.as_ref().filter(|_| !cfg.dry_run) else {
+        return Ok(None);
+    };
+    let info = sandbox::probe(sb).context("--tools python")?;
+    let module = |name: &str, v: &Option<String>| match v {
+        Some(v) => format!("{name} {v}"),
+        None => format!("{name} NOT importable (code that imports it will fail)"),
+    };
+    let iso = &info.isolation;
+    progress.log(&format!(
+        "sandbox: python {} ({}), {}, {}\n  network: {}\n  filesystem: {}\n  processes: {}\n  \
+         memory: {}\n  time: {}\n  signals: {}",
+        info.python,
+        info.executable,
+        module("numpy", &info.numpy),
+        module("sympy", &info.sympy),
+        iso.network,
+        iso.filesystem,
+        iso.processes,
+        iso.memory,
+        iso.time,
+        iso.signals
+    ));
+    Ok(Some(info))
+}
+
 fn make_client(cfg: &SolveConfig) -> Client {
     let mut c = Client::new(&cfg.endpoint, &cfg.model, cfg.api_key.clone());
     c.retries = cfg.retries;
@@ -183,8 +285,12 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
         (Some(dir), true) => Some(crate::fsio::hash_file(&dir.join("manifest.json"))?.sha256),
         _ => None,
     };
+    let input_sha256 = match cfg.serve {
+        Some(_) => "stdin (--serve)".to_string(),
+        None => crate::fsio::hash_file(&cfg.input)?.sha256,
+    };
     Ok(RunKey {
-        input_sha256: crate::fsio::hash_file(&cfg.input)?.sha256,
+        input_sha256,
         index_manifest_sha256,
         rag: spec.clone(),
         model: cfg.model.clone(),
@@ -195,6 +301,16 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
         agreement: cfg.agreement,
         answer_range: format!("{}..{}", cfg.answer_range.start(), cfg.answer_range.end()),
         fallback: cfg.fallback,
+        vote: vote::RULE.into(),
+        tools: cfg.sandbox.as_ref().map(|sb| trace::ToolsKey {
+            tool: "python".into(),
+            python: sb.python.display().to_string(),
+            max_tool_calls: cfg.max_tool_calls,
+            output_chars: sb.output_chars,
+            timeout_seconds: sb.timeout.as_secs_f64(),
+            memory_mib: sb.memory_bytes >> 20,
+        }),
+        think_budget: cfg.think_budget,
     })
 }
 
@@ -262,6 +378,7 @@ struct Arm<'a> {
     key: RunKey,
     end: Option<Instant>,
     write_submission: bool,
+    sandbox: Option<&'a sandbox::SandboxInfo>,
 }
 
 /// A problem's prompt, ready to send.
@@ -394,6 +511,7 @@ impl Arm<'_> {
             messages: prep.messages.clone(),
             source: p.source.clone(),
             expected: p.expected,
+            sandbox: self.sandbox.cloned(),
             ..Default::default()
         }
     }
@@ -435,6 +553,11 @@ impl Arm<'_> {
             agreement: self.cfg.agreement,
             answer_range: self.cfg.answer_range.clone(),
             deadline,
+            tools: ToolPlan {
+                sandbox: self.cfg.sandbox.clone(),
+                max_tool_calls: self.cfg.max_tool_calls,
+                think_budget: self.cfg.think_budget,
+            },
         };
         sample::sample_problem(self.client, &prep.messages, &plan)
     }
@@ -444,13 +567,15 @@ impl Arm<'_> {
         t.fallback = verdict.is_none();
         t.answer = Some(verdict.map_or(self.cfg.fallback, |v| v.answer));
         t.correct = t.expected.map(|e| Some(e) == t.answer);
+        let weighted = s.tally.weighted();
         t.vote = s
             .tally
             .counts
             .iter()
-            .map(|(a, n, _)| VoteEntry {
-                answer: *a,
-                votes: *n,
+            .map(|c| VoteEntry {
+                answer: c.answer,
+                votes: c.votes,
+                weight: weighted.then_some(c.weight),
             })
             .collect();
         t.stopped = Some(s.stopped.to_string());
@@ -471,17 +596,23 @@ impl Arm<'_> {
                     .any(|e| e.starts_with("context length exceeded"))
             });
             r.overflow_failures += usize::from(t.fallback && overflowed);
-            let mut votes: Vec<usize> = t.vote.iter().map(|v| v.votes).collect();
-            votes.sort_unstable_by(|a, b| b.cmp(a));
+            // Margins in vote weight (= votes when every sample weighed 1).
+            let mut votes: Vec<f64> = t
+                .vote
+                .iter()
+                .map(|v| v.weight.unwrap_or(v.votes as f64))
+                .collect();
+            votes.sort_unstable_by(|a, b| b.total_cmp(a));
             if let Some(&top) = votes.first() {
-                let total: usize = votes.iter().sum();
-                let second = votes.get(1).copied().unwrap_or(0);
-                r.margins.push((top - second) as f64 / total.max(1) as f64);
+                let total: f64 = votes.iter().sum();
+                let second = votes.get(1).copied().unwrap_or(0.0);
+                r.margins.push((top - second) / total.max(1e-9));
             }
             if let Some(e) = p.expected {
                 let ok = e == answer;
                 r.scored += 1;
                 r.correct += usize::from(ok);
+                r.majority_correct += usize::from(majority(t).unwrap_or(answer) == e);
                 let entry = r
                     .per_source
                     .entry(p.source.clone().unwrap_or_else(|| "-".into()))
@@ -492,6 +623,12 @@ impl Arm<'_> {
         }
         r
     }
+}
+
+/// The plain majority answer of a trace's vote (ties to the answer seen first).
+fn majority(t: &Trace) -> Option<u64> {
+    let top = t.vote.iter().map(|v| v.votes).max()?;
+    t.vote.iter().find(|v| v.votes == top).map(|v| v.answer)
 }
 
 fn mean(v: &[f64]) -> f64 {
@@ -511,21 +648,23 @@ fn csv_field(s: &str) -> String {
 }
 
 fn print_eval(results: &[(String, RagSpec, ArmResult)]) {
-    println!("| arm | rag | accuracy | scored | mean vote margin | fallbacks |");
-    println!("|---|---|---:|---:|---:|---:|");
+    println!(
+        "| arm | rag | accuracy | scored | mean vote margin | fallbacks | unweighted majority |"
+    );
+    println!("|---|---|---:|---:|---:|---:|---:|");
+    let share = |n: usize, of: usize| match of {
+        0 => f64::NAN,
+        _ => n as f64 / of as f64,
+    };
     for (name, spec, r) in results {
-        let acc = if r.scored > 0 {
-            r.correct as f64 / r.scored as f64
-        } else {
-            f64::NAN
-        };
         println!(
-            "| {name} | k={} | {:.3} | {} | {:.2} | {} |",
+            "| {name} | k={} | {:.3} | {} | {:.2} | {} | {:.3} |",
             spec.k,
-            acc,
+            share(r.correct, r.scored),
             r.scored,
             mean(&r.margins),
-            r.fallbacks
+            r.fallbacks,
+            share(r.majority_correct, r.scored)
         );
     }
     println!("\nper source:");

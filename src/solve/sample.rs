@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 
 use super::answer;
 use super::client::{Attempted, Client, Message, Sampling};
+use super::tools::{self, ToolPlan};
 use super::trace::SampleTrace;
-use super::vote::Tally;
+use super::vote::{self, Tally};
 
 /// What one problem's sampling asks for.
 #[derive(Debug, Clone)]
@@ -25,6 +26,17 @@ pub struct SamplePlan {
     pub agreement: f64,
     pub answer_range: RangeInclusive<u64>,
     pub deadline: Instant,
+    pub tools: ToolPlan,
+}
+
+impl SamplePlan {
+    /// The most one sample can weigh in the vote.
+    fn max_weight(&self) -> f64 {
+        match self.tools.sandbox {
+            Some(_) => vote::CHECKED,
+            None => 1.0,
+        }
+    }
 }
 
 pub struct Sampled {
@@ -76,7 +88,7 @@ fn collect(
 ) -> Sampled {
     let mut out = Sampled {
         traces: Vec::new(),
-        tally: Tally::default(),
+        tally: Tally::new(plan.max_weight()),
         stopped: "all samples",
         context_overflow: false,
     };
@@ -96,7 +108,7 @@ fn collect(
         };
         let overflow = t.errors.iter().any(|e| e.starts_with(OVERFLOW));
         if let Some(a) = t.answer {
-            out.tally.add(a);
+            out.tally.add(a, t.weight);
         }
         out.traces.push(t);
         if overflow {
@@ -153,23 +165,30 @@ impl SampleWorker {
     }
 
     fn one(&self, index: usize) -> SampleTrace {
+        let plain = self.plan.tools.sandbox.is_none() && self.plan.tools.think_budget.is_none();
+        let mut t = match plain {
+            true => self.plain(index),
+            false => self.with_tools(index),
+        };
+        let checked = t.answer.is_some_and(|a| checked_by_code(&t, a));
+        let truncated = t.cancelled || t.concluded || t.finish_reason.as_deref() == Some("length");
+        t.weight = vote::sample_weight(checked, truncated);
+        t
+    }
+
+    /// One request, the answer from its content (else its reasoning).
+    fn plain(&self, index: usize) -> SampleTrace {
         let a: Attempted = self.client.complete(
             &self.messages,
             &self.plan.sampling,
             self.plan.deadline,
             &self.cancel,
         );
-        let mut errors = a.errors.clone();
-        if a.context_overflow {
-            if let Some(last) = errors.last_mut() {
-                *last = format!("{OVERFLOW}{last}");
-            }
-        }
         let mut t = SampleTrace {
             index,
             seconds: a.seconds,
             attempts: a.attempts,
-            errors,
+            errors: overflow_marked(a.errors.clone(), a.context_overflow),
             cancelled: a.cancelled,
             ..Default::default()
         };
@@ -189,19 +208,93 @@ impl SampleWorker {
             },
             (Err(_), None) => (from_content.clone(), "content"),
         };
-        match answer {
-            Ok(v) => {
-                t.answer = Some(v);
-                t.answer_from = Some(from.into());
-            }
-            Err(r) => t.rejected = Some(r.to_string()),
-        }
+        set_answer(&mut t, answer, from);
         t.text = Some(c.full_text());
         t.finish_reason = c.finish_reason.clone();
         t.prompt_tokens = c.prompt_tokens;
         t.completion_tokens = c.completion_tokens;
         t
     }
+
+    /// Rounds with code execution and/or the thinking budget (see tools.rs); the answer comes
+    /// from the whole transcript, preferring boxes after the thinking.
+    fn with_tools(&self, index: usize) -> SampleTrace {
+        let start = Instant::now();
+        let g = tools::generate(
+            &self.client,
+            &self.messages,
+            &self.plan.sampling,
+            &self.plan.tools,
+            self.plan.deadline,
+            &self.cancel,
+        );
+        let mut t = SampleTrace {
+            index,
+            seconds: start.elapsed().as_secs_f64(),
+            attempts: g.attempts,
+            errors: overflow_marked(g.errors, g.context_overflow),
+            cancelled: g.cancelled,
+            tool_calls: g.tool_calls,
+            concluded: g.concluded,
+            rounds: g.rounds,
+            finish_reason: g.finish_reason,
+            prompt_tokens: g.prompt_tokens,
+            completion_tokens: g.completion_tokens,
+            ..Default::default()
+        };
+        if g.nothing {
+            t.rejected = Some("no completion".into());
+            return t;
+        }
+        let range = &self.plan.answer_range;
+        let after = g.text.rfind("</think>").map(|p| &g.text[p..]);
+        let (answer, from) = match after.map(|a| answer::extract_answer(a, range)) {
+            Some(Ok(v)) if g.concluded => (Ok(v), "conclusion"),
+            Some(Ok(v)) => (Ok(v), "content"),
+            _ => match answer::extract_answer(&g.text, range) {
+                Ok(v) if after.is_some() || open_thinking(&g.text) => (Ok(v), "reasoning"),
+                other => (other, "content"),
+            },
+        };
+        set_answer(&mut t, answer, from);
+        t.text = Some(g.text);
+        t
+    }
+}
+
+fn open_thinking(text: &str) -> bool {
+    tools::open_think(text)
+}
+
+fn set_answer(t: &mut SampleTrace, answer: Result<u64, answer::Rejected>, from: &str) {
+    match answer {
+        Ok(v) => {
+            t.answer = Some(v);
+            t.answer_from = Some(from.into());
+        }
+        Err(r) => t.rejected = Some(r.to_string()),
+    }
+}
+
+fn overflow_marked(mut errors: Vec<String>, overflow: bool) -> Vec<String> {
+    if overflow {
+        if let Some(last) = errors.last_mut() {
+            *last = format!("{OVERFLOW}{last}");
+        }
+    }
+    errors
+}
+
+/// Whether executed code backs the answer: it appears as a number in a tool output, or some
+/// code ran without error.
+fn checked_by_code(t: &SampleTrace, answer: u64) -> bool {
+    let wanted = answer.to_string();
+    t.tool_calls.iter().any(|c| {
+        !c.error
+            || c.output
+                .split(|ch: char| !ch.is_ascii_digit())
+                .any(|n| n == wanted)
+    })
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {

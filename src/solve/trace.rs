@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use super::client::{Message, Sampling};
 use super::prompt::RagSpec;
+use super::sandbox::SandboxInfo;
+use super::tools::ToolCall;
 
 /// Everything that changes the answers of an arm. Long texts are kept as hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,6 +29,29 @@ pub struct RunKey {
     pub agreement: f64,
     pub answer_range: String,
     pub fallback: u64,
+    /// How samples are weighed in the vote (earlier versions: a plain majority).
+    #[serde(default = "majority")]
+    pub vote: String,
+    /// `--tools python` and its settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<ToolsKey>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub think_budget: Option<usize>,
+}
+
+fn majority() -> String {
+    "majority".into()
+}
+
+/// The tool settings that change answers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ToolsKey {
+    pub tool: String,
+    pub python: String,
+    pub max_tool_calls: usize,
+    pub output_chars: usize,
+    pub timeout_seconds: f64,
+    pub memory_mib: u64,
 }
 
 impl RunKey {
@@ -92,12 +117,35 @@ pub struct SampleTrace {
     /// Stopped on purpose (early stop, deadline) before the server finished.
     #[serde(default)]
     pub cancelled: bool,
+    /// The sample's weight in the vote (1.5 checked by code, 0.5 truncated, see vote.rs).
+    #[serde(default = "one")]
+    pub weight: f64,
+    /// Code blocks run, in order, with what the model was shown.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<ToolCall>,
+    /// The thinking budget ran out and the answer was asked for with a prefill.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub concluded: bool,
+    /// Requests this sample made (tool continuations and the conclusion are rounds).
+    #[serde(default, skip_serializing_if = "is_zero_or_one")]
+    pub rounds: usize,
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+fn is_zero_or_one(n: &usize) -> bool {
+    *n <= 1
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VoteEntry {
     pub answer: u64,
     pub votes: usize,
+    /// Summed sample weights, shown when any sample weighed other than 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<f64>,
 }
 
 /// One line of traces.jsonl.
@@ -131,6 +179,27 @@ pub struct Trace {
     pub source: Option<String>,
     #[serde(default)]
     pub seconds: f64,
+    /// With `--tools python`: the interpreter, numpy/sympy and what the sandbox isolates here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<SandboxInfo>,
+    /// With `--serve`: the session this problem was answered in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeInfo>,
+}
+
+/// Where a problem stands in a `--serve` session.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServeInfo {
+    /// Identifies the session (process id and start time).
+    pub session: String,
+    /// Seconds spent loading the embedding model and the index, once per session.
+    pub load_seconds: f64,
+    /// How many times they were loaded in this session (always 1).
+    pub loads: usize,
+    /// 0-based position of the problem in the session.
+    pub position: usize,
+    /// Seconds this problem was allowed (time left / problems left).
+    pub allowed_seconds: Option<f64>,
 }
 
 /// The traces file of a run: finished problems read back typed, new lines appended and flushed
