@@ -445,7 +445,11 @@ fn two_cpu_devices_give_the_vectors_of_one_worker_bit_for_bit() {
     let one = tmp.path().join("one");
     run_ok(extract_cmd(&input, &one, &["--shards", "4"]));
     let two = tmp.path().join("two");
-    run_ok(extract_cmd(&input, &two, &["--shards", "4", "--devices", "cpu,cpu"]));
+    run_ok(extract_cmd(
+        &input,
+        &two,
+        &["--shards", "4", "--devices", "cpu,cpu"],
+    ));
     assert_eq!(read_shards(&two), read_shards(&one));
     assert_eq!(read_shards(&one).len(), 160);
 }
@@ -461,7 +465,10 @@ fn ranks_of_a_multi_process_launch_pick_their_shards() {
     // runs shards 0 and 2.
     for (vars, done) in [
         ([("LOCAL_RANK", "1"), ("LOCAL_WORLD_SIZE", "2")], vec![1, 3]),
-        ([("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")], vec![0, 1, 2, 3]),
+        (
+            [("SLURM_PROCID", "0"), ("SLURM_NTASKS", "2")],
+            vec![0, 1, 2, 3],
+        ),
     ] {
         let mut c = extract_cmd(&input, &ranked, &["--shards", "4", "--shard-id", "auto"]);
         for v in SCHEDULER_VARS {
@@ -476,7 +483,10 @@ fn ranks_of_a_multi_process_launch_pick_their_shards() {
             .iter()
             .map(|v| v.as_u64().unwrap())
             .collect();
-        assert_eq!(completed, done.iter().map(|&k| k as u64).collect::<Vec<_>>());
+        assert_eq!(
+            completed,
+            done.iter().map(|&k| k as u64).collect::<Vec<_>>()
+        );
     }
     assert_eq!(read_shards(&ranked), read_shards(&local));
     let mut c = extract_cmd(&input, &ranked, &["--shards", "4", "--shard-id", "auto"]);
