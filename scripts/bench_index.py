@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Our HNSW index (`embed index`, hnsw_rs) against hnswlib on identical vectors (issue #4).
+"""Our HNSW index (`embed index`, src/index/hnsw.rs) against hnswlib on identical vectors (issue #4).
 
 For every dataset (clustered synthetic unit vectors, fixed seed) the script, in one run:
 
@@ -414,7 +414,7 @@ def main():
 
     from importlib.metadata import version
 
-    names = {"ours": "exemplar (hnsw_rs 0.3.5)"}
+    names = {"ours": "exemplar (src/index/hnsw.rs)"}
     if "hnswlib" in libs:
         names["hnswlib"] = f"hnswlib {version('hnswlib')}"
     print(f"Clustered synthetic unit vectors ({args.clusters} Gaussian clusters, spread {args.spread}, "

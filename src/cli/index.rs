@@ -24,9 +24,16 @@ pub enum IndexCommand {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Output folder of `embed extract` (manifest.json + shard-*.parquet).
+    /// Output folder of `embed extract` (manifest.json + shard-*.parquet), or a Parquet file
+    /// (or folder of them) another tool wrote: an id column and a list of float32/float16.
     #[arg(long)]
     pub embeddings: PathBuf,
+    /// External Parquet: the id column.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// External Parquet: the embedding column (fixed-size or variable list of float32/float16).
+    #[arg(long, default_value = "embedding")]
+    pub embedding_field: String,
     /// Index folder to create, e.g. indexes/math.
     #[arg(long)]
     pub out: PathBuf,
@@ -46,11 +53,24 @@ pub struct QueryArgs {
     #[arg(long)]
     pub index: PathBuf,
     /// One query text.
-    #[arg(long, conflicts_with = "input", required_unless_present = "input")]
+    #[arg(long, conflicts_with_all = ["input", "vectors"], required_unless_present_any = ["input", "vectors"])]
     pub text: Option<String>,
     /// JSON-lines file of {"id", "text"} queries.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "vectors")]
     pub input: Option<PathBuf>,
+    /// Search given vectors instead of embedding texts: Parquet (--id-field, --embedding-field)
+    /// or a .npy float32 2-D array (ids are row numbers).
+    #[arg(long)]
+    pub vectors: Option<PathBuf>,
+    /// --vectors Parquet: the id column.
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+    /// --vectors Parquet: the embedding column.
+    #[arg(long, default_value = "embedding")]
+    pub embedding_field: String,
+    /// Hash every file of the index (sha256) even when the stamp says it is unchanged.
+    #[arg(long)]
+    pub verify: bool,
     /// Neighbours per query.
     #[arg(short, default_value_t = 4)]
     pub k: usize,
@@ -90,6 +110,9 @@ pub struct EvalArgs {
     pub ef: Vec<usize>,
     #[arg(long)]
     pub json: bool,
+    /// Hash every file of the index (sha256) even when the stamp says it is unchanged.
+    #[arg(long)]
+    pub verify: bool,
 }
 
 #[derive(Args, Debug)]
@@ -98,6 +121,17 @@ pub struct InfoArgs {
     pub index: PathBuf,
     #[arg(long)]
     pub json: bool,
+    /// Hash every file of the index (sha256) even when the stamp says it is unchanged.
+    #[arg(long)]
+    pub verify: bool,
+}
+
+fn load(dir: &Path, verify: bool) -> Result<Index> {
+    if verify {
+        Index::load_verified(dir)
+    } else {
+        Index::load(dir)
+    }
 }
 
 pub fn run(cmd: IndexCommand) -> Result<()> {
@@ -113,6 +147,10 @@ fn build(a: BuildArgs) -> Result<()> {
     let opts = BuildOptions {
         m: a.m,
         ef_construction: a.ef_construction,
+        fields: index::Fields {
+            id: a.id_field.clone(),
+            embedding: a.embedding_field.clone(),
+        },
     };
     let m = index::build(&a.embeddings, &a.out, &opts, &Bars::new(a.quiet))?;
     let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
@@ -132,7 +170,7 @@ fn build(a: BuildArgs) -> Result<()> {
 
 /// One-line preview of a record for the table.
 fn snippet(record: &serde_json::Map<String, serde_json::Value>, width: usize) -> String {
-    let text = ["problem", "text", "question"]
+    let text = ["problem", "text", "question", "title"]
         .iter()
         .find_map(|f| record.get(*f).and_then(|v| v.as_str()))
         .unwrap_or("");
@@ -144,16 +182,50 @@ fn snippet(record: &serde_json::Map<String, serde_json::Value>, width: usize) ->
     }
 }
 
-fn query(a: QueryArgs) -> Result<()> {
-    let idx = Index::load(&a.index)?;
+/// The queries of `index query`: ids, texts (empty for given vectors) and unit vectors.
+fn query_vectors(a: &QueryArgs, idx: &Index) -> Result<Vec<(String, String, Vec<f32>)>> {
+    if let Some(path) = &a.vectors {
+        let fields = index::Fields {
+            id: a.id_field.clone(),
+            embedding: a.embedding_field.clone(),
+        };
+        let (ids, mut values, dim) = index::external::read_query_vectors(path, &fields)?;
+        if dim != idx.dim() {
+            bail!(
+                "{}: {dim}-d vectors, the index holds {}-d vectors",
+                path.display(),
+                idx.dim()
+            );
+        }
+        let scaled = index::external::normalize_rows(&mut values, dim, &ids)?;
+        if scaled > 0 {
+            eprintln!("note: {scaled} query vectors were not unit length and were normalised");
+        }
+        let rows = values.chunks_exact(dim).map(<[f32]>::to_vec);
+        return Ok(ids
+            .into_iter()
+            .zip(rows)
+            .map(|(id, v)| (id, String::new(), v))
+            .collect());
+    }
     let queries: Vec<(String, String)> = match (&a.text, &a.input) {
         (Some(t), _) => vec![("query".into(), t.clone())],
         (None, Some(p)) => crate::corpus::read_id_text_jsonl(p)?,
-        (None, None) => bail!("give --text or --input"),
+        (None, None) => bail!("give --text, --input or --vectors"),
     };
     let encoder = index::query_encoder(&idx.manifest, a.model.as_deref(), a.device)?;
     let texts: Vec<&str> = queries.iter().map(|(_, t)| t.as_str()).collect();
     let vectors = encoder.encode(&texts, TextKind::Query)?.vectors;
+    Ok(queries
+        .into_iter()
+        .zip(vectors)
+        .map(|((id, text), v)| (id, text, v))
+        .collect())
+}
+
+fn query(a: QueryArgs) -> Result<()> {
+    let idx = load(&a.index, a.verify)?;
+    let queries = query_vectors(&a, &idx)?;
     let records = idx.records()?;
     let allowed = match &a.filter {
         Some(f) => {
@@ -177,47 +249,75 @@ fn query(a: QueryArgs) -> Result<()> {
         eprintln!("{} vectors: searching exactly (full scan)", idx.len());
     }
     let mut out = std::io::stdout().lock();
-    for ((qid, qtext), v) in queries.iter().zip(&vectors) {
+    for (qid, qtext, v) in &queries {
         let found = idx.search(v, a.k, &opts);
-        let hits = &found.hits;
         if a.json {
-            let results: Vec<serde_json::Value> = hits
-                .iter()
-                .enumerate()
-                .map(|(i, h)| serde_json::json!({"rank": i + 1, "id": records[h.row]["id"], "score": h.score, "record": records[h.row]}))
-                .collect();
-            let line = serde_json::json!({"query_id": qid, "query": qtext, "method": found.method, "results": results});
-            writeln!(out, "{line}")?;
+            print_json(&mut out, qid, qtext, &found, &records, a.vectors.is_none())?;
         } else {
-            writeln!(
-                out,
-                "query {qid}: {}",
-                snippet(
-                    &serde_json::Map::from_iter([(
-                        "text".to_string(),
-                        serde_json::Value::String(qtext.clone())
-                    )]),
-                    100
-                )
-            )?;
-            for (i, h) in hits.iter().enumerate() {
-                let id = records[h.row]["id"].as_str().unwrap_or("?");
-                writeln!(
-                    out,
-                    "  {:>2}  {:.4}  {:<36} {}",
-                    i + 1,
-                    h.score,
-                    id,
-                    snippet(&records[h.row], 70)
-                )?;
-            }
+            print_table(&mut out, qid, qtext, &found.hits, &records)?;
         }
     }
     Ok(())
 }
 
+type Record = serde_json::Map<String, serde_json::Value>;
+
+/// One JSON line per query; whole records for text queries, ids and scores for given vectors.
+fn print_json(
+    out: &mut impl Write,
+    qid: &str,
+    qtext: &str,
+    found: &index::Found,
+    records: &[Record],
+    with_records: bool,
+) -> Result<()> {
+    let results: Vec<serde_json::Value> = found
+        .hits
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            let mut r =
+                serde_json::json!({"rank": i + 1, "id": records[h.row]["id"], "score": h.score});
+            if with_records {
+                r["record"] = serde_json::Value::Object(records[h.row].clone());
+            }
+            r
+        })
+        .collect();
+    let line = if with_records {
+        serde_json::json!({"query_id": qid, "query": qtext, "method": found.method, "results": results})
+    } else {
+        serde_json::json!({"query_id": qid, "method": found.method, "results": results})
+    };
+    writeln!(out, "{line}")?;
+    Ok(())
+}
+
+fn print_table(
+    out: &mut impl Write,
+    qid: &str,
+    qtext: &str,
+    hits: &[index::Hit],
+    records: &[Record],
+) -> Result<()> {
+    let text = Record::from_iter([("text".to_string(), qtext.into())]);
+    writeln!(out, "query {qid}: {}", snippet(&text, 100))?;
+    for (i, h) in hits.iter().enumerate() {
+        let id = records[h.row]["id"].as_str().unwrap_or("?");
+        writeln!(
+            out,
+            "  {:>2}  {:.4}  {:<36} {}",
+            i + 1,
+            h.score,
+            id,
+            snippet(&records[h.row], 70)
+        )?;
+    }
+    Ok(())
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
-    let idx = Index::load(&a.index)?;
+    let idx = load(&a.index, a.verify)?;
     let rows = index::evaluate(&idx, a.queries, a.k, &a.ef);
     let recommended = rows.iter().find(|r| r.recall >= 0.99).map(|r| r.ef);
     if a.json {
@@ -262,17 +362,23 @@ fn info(a: InfoArgs) -> Result<()> {
         return Ok(());
     }
     let start = Instant::now();
-    let loaded = Index::load(&a.index).map(|_| ());
+    let loaded = load(&a.index, a.verify).map(|i| i.verification);
     println!("index:            {}", a.index.display());
     println!("vectors:          {} x {}", m.count, m.dim);
-    println!(
-        "model:            {} ({})",
-        m.embeddings.model, m.embeddings.model_fingerprint
-    );
-    println!(
-        "recipe:           {:?} attention, {:?} pooling, max length {}",
-        m.embeddings.recipe.attention, m.embeddings.recipe.pooling, m.embeddings.recipe.max_length
-    );
+    match &m.external {
+        Some(x) => println!(
+            "model:            none of ours: external vectors ({}, fields {:?}/{:?}, {} normalised)",
+            x.value_type, x.fields.id, x.fields.embedding, x.normalized
+        ),
+        None => {
+            let e = &m.embeddings;
+            println!("model:            {} ({})", e.model, e.model_fingerprint);
+            println!(
+                "recipe:           {:?} attention, {:?} pooling, max length {}",
+                e.recipe.attention, e.recipe.pooling, e.recipe.max_length
+            );
+        }
+    }
     println!(
         "source:           {} ({} inputs, {} shards)",
         m.source,
@@ -284,6 +390,9 @@ fn info(a: InfoArgs) -> Result<()> {
         m.params.m, m.params.ef_construction, m.params.default_ef
     );
     println!("build time:       {:.1} s", m.build_seconds);
+    if let Some(r) = &m.reachability {
+        println!("{}", index::reach::summary(r));
+    }
     for (name, f) in &m.files {
         println!("  {name:<18} {:>12} bytes", f.bytes);
     }
@@ -291,10 +400,14 @@ fn info(a: InfoArgs) -> Result<()> {
         "size on disk:     {:.1} MB",
         dir_size(&a.index) as f64 / 1e6
     );
+    let secs = start.elapsed().as_secs_f64();
     match loaded {
-        Ok(()) => println!(
-            "verified:         all files match the manifest (load {:.2} s)",
-            start.elapsed().as_secs_f64()
+        Ok(index::Verification::Hashed) => println!(
+            "verified:         all files match the manifest (sha256 of every file, now; load {secs:.2} s)"
+        ),
+        Ok(index::Verification::Stamp) => println!(
+            "verified:         all files match the manifest (sizes now; sha256 at an earlier load, \
+             files unchanged since per the .verified stamp; --verify re-hashes; load {secs:.2} s)"
         ),
         Err(e) => println!("verified:         NO: {e:#}"),
     }

@@ -12,10 +12,8 @@ pub fn top_k(
     k: usize,
     allowed: Option<&Vec<usize>>,
 ) -> Vec<Hit> {
-    let score = |row: usize| -> f32 {
-        let v = &vectors[row * dim..(row + 1) * dim];
-        v.iter().zip(query).map(|(a, b)| a * b).sum()
-    };
+    let score =
+        |row: usize| -> f32 { super::simd::dot(&vectors[row * dim..(row + 1) * dim], query) };
     let mut hits: Vec<Hit> = match allowed {
         Some(rows) => rows
             .iter()

@@ -1,4 +1,4 @@
-//! The retrieval index: an HNSW graph (hnsw_rs) over the extracted embeddings, the raw vectors
+//! The retrieval index: an HNSW graph (`hnsw`) over the extracted embeddings, the raw vectors
 //! for exact search, the records for display, and a manifest that ties them together.
 //!
 //! ```text
@@ -6,36 +6,44 @@
 //!   manifest.json      extraction manifest + index parameters, counts, and a sha256 per file
 //!   vectors.f32        N x dim little-endian f32, row i = internal id i
 //!   records.parquet    id and every passed-through column, row i = internal id i
-//!   graph.hnsw.graph   hnsw_rs graph dump
-//!   graph.hnsw.data    hnsw_rs data dump
+//!   graph.hnsw.graph   links: flat u32 lists, layer 0 then the upper layers
+//!   graph.hnsw.data    graph header and every point's level
+//!   .verified          stamp of the last full sha256 check (see `load`)
 //! ```
 //!
-//! hnsw_rs panics (asserts) on mismatched or damaged dump files, so every file is checked
-//! against the manifest's size and sha256 before hnsw_rs sees it.
+//! Every file is checked against the manifest's size (always) and sha256 (see `load` for when),
+//! and the graph's own header, sizes and link ids are checked when it is read: a damaged index
+//! is an error, never a panic in a later search.
 
+mod build;
 pub mod exact;
+pub mod external;
+pub mod hnsw;
+pub mod load;
+pub mod reach;
+pub mod recover;
+pub mod simd;
+pub mod vectors;
+
+pub use build::build;
+pub use external::{ExternalVectors, Fields};
+pub use load::{read_manifest, read_manifest_at, Verification};
+pub use reach::Reachability;
+pub use vectors::Vectors;
 
 use anyhow::{bail, Context, Result};
 use arrow::array::RecordBatch;
-use hnsw_rs::prelude::*;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::encoder::{Checkpoint, Device, Encoder, EncoderOptions, RecipeOverrides};
 use crate::extract::manifest::ExtractManifest;
-use crate::extract::shard::shard_name;
-use crate::fsio::{hash_file, FileDigest};
-use crate::progress::Progress;
+use crate::fsio::FileDigest;
 
-pub const FORMAT: &str = "exemplar.index.v1";
-const GRAPH_BASENAME: &str = "graph";
-/// hnsw_rs only dumps graphs built with 16 layers.
-const MAX_LAYERS: usize = 16;
+pub const FORMAT: &str = "exemplar.index.v2";
 pub const DEFAULT_M: usize = 16;
 pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
 /// Query-time candidate list. Measured (README, "Benchmarks"): recall@10 >= 0.99 from ef 16 on the
@@ -107,15 +115,24 @@ pub struct IndexManifest {
     pub source: String,
     pub embeddings: ExtractManifest,
     pub files: BTreeMap<String, FileDigest>,
+    /// Set when the vectors came from files another tool wrote (no model of ours made them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalVectors>,
+    /// The post-build reachability check (absent in indexes built before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reachability: Option<Reachability>,
 }
 
-pub type Graph = Hnsw<'static, f32, DistL2>;
+pub type Graph = hnsw::Hnsw;
 
-/// A loaded, verified index.
+/// A loaded, checked index.
 pub struct Index {
     pub dir: PathBuf,
     pub manifest: IndexManifest,
-    pub vectors: Vec<f32>,
+    /// Memory-mapped `vectors.f32`; `vectors.as_slice()` is the N x dim `&[f32]`.
+    pub vectors: Vectors,
+    /// Whether the files were hashed at this load or vouched for by the `.verified` stamp.
+    pub verification: Verification,
     graph: Graph,
 }
 
@@ -131,6 +148,8 @@ pub struct Hit {
 pub struct BuildOptions {
     pub m: usize,
     pub ef_construction: usize,
+    /// Column names when `--embeddings` is Parquet another tool wrote.
+    pub fields: Fields,
 }
 
 impl Default for BuildOptions {
@@ -138,6 +157,7 @@ impl Default for BuildOptions {
         Self {
             m: DEFAULT_M,
             ef_construction: DEFAULT_EF_CONSTRUCTION,
+            fields: Fields::default(),
         }
     }
 }
@@ -155,283 +175,7 @@ pub fn check_embeddings(dir: &Path) -> Result<ExtractManifest> {
     Ok(m)
 }
 
-/// Build an index from an extraction folder into `out`, atomically: everything is written to a
-/// temporary sibling folder that replaces `out` only once complete. An existing `out` must be
-/// an exemplar index (nothing else is ever replaced) and must not hold the embeddings.
-pub fn build(
-    embeddings: &Path,
-    out: &Path,
-    opts: &BuildOptions,
-    progress: &dyn Progress,
-) -> Result<IndexManifest> {
-    let start = Instant::now();
-    let em = check_embeddings(embeddings)?;
-    if opts.m < 2 || opts.m > 255 {
-        bail!("--m must be between 2 and 255, got {}", opts.m);
-    }
-    check_out(embeddings, out)?;
-    let tmp = crate::fsio::aside_path(out, "building");
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp)?; // ours: a killed build of this very process id
-    }
-    std::fs::create_dir_all(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    match build_into(embeddings, &em, &tmp, opts, start, progress) {
-        Ok(manifest) => {
-            crate::fsio::replace_dir(&tmp, out)?;
-            Ok(manifest)
-        }
-        Err(e) => {
-            let _ = std::fs::remove_dir_all(&tmp);
-            Err(e)
-        }
-    }
-}
-
-/// `--out` may be new or an exemplar index, and never the embeddings folder or inside it.
-fn check_out(embeddings: &Path, out: &Path) -> Result<()> {
-    if out.file_name().is_none() {
-        bail!("--out {}: needs a folder name", out.display());
-    }
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let emb = canon(embeddings);
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty());
-    let out_abs = match parent {
-        Some(p) => canon(p).join(out.file_name().unwrap_or_default()),
-        None => canon(Path::new(".")).join(out),
-    };
-    if out_abs.starts_with(&emb) {
-        bail!(
-            "--out {} is inside --embeddings {}: choose a folder outside the extraction",
-            out.display(),
-            embeddings.display()
-        );
-    }
-    if out.exists() && read_manifest(out).is_err() {
-        bail!(
-            "--out {} exists and is not an exemplar index (no readable manifest.json of ours): \
-             refusing to replace it; choose another --out",
-            out.display()
-        );
-    }
-    Ok(())
-}
-
-fn build_into(
-    embeddings: &Path,
-    em: &ExtractManifest,
-    tmp: &Path,
-    opts: &BuildOptions,
-    start: Instant,
-    progress: &dyn Progress,
-) -> Result<IndexManifest> {
-    let graph: Graph = Hnsw::new(
-        opts.m,
-        em.rows.max(1),
-        MAX_LAYERS,
-        opts.ef_construction,
-        DistL2 {},
-    );
-    let rows = insert_shards(embeddings, em, tmp, &graph, progress)?;
-    if rows != em.rows {
-        bail!(
-            "{}: shards hold {rows} rows, manifest says {}",
-            embeddings.display(),
-            em.rows
-        );
-    }
-    graph
-        .file_dump(tmp, GRAPH_BASENAME)
-        .context("writing the HNSW graph")?;
-    let mut files = BTreeMap::new();
-    for f in FILES {
-        files.insert(f.to_string(), hash_file(&tmp.join(f))?);
-    }
-    let manifest = IndexManifest {
-        format: FORMAT.into(),
-        count: em.rows,
-        dim: em.dim,
-        params: IndexParams {
-            m: opts.m,
-            ef_construction: opts.ef_construction,
-            default_ef: DEFAULT_EF,
-            distance: "l2 on unit vectors (score = cosine)".into(),
-        },
-        build_seconds: start.elapsed().as_secs_f64(),
-        source: embeddings.display().to_string(),
-        embeddings: em.clone(),
-        files,
-    };
-    crate::fsio::write_atomically(&tmp.join("manifest.json"), |w| {
-        serde_json::to_writer_pretty(&mut *w, &manifest)?;
-        Ok(())
-    })?;
-    Ok(manifest)
-}
-
-/// Stream every shard into the graph, `vectors.f32` and `records.parquet` (all columns but the
-/// embedding); returns the rows read.
-fn insert_shards(
-    embeddings: &Path,
-    em: &ExtractManifest,
-    tmp: &Path,
-    graph: &Graph,
-    progress: &dyn Progress,
-) -> Result<usize> {
-    let dim = em.dim;
-    let bar = progress.task("indexing", Some(em.rows as u64), "vectors");
-    let mut vectors_out = std::io::BufWriter::new(std::fs::File::create(tmp.join("vectors.f32"))?);
-    let mut records_out: Option<ArrowWriter<std::fs::File>> = None;
-    let mut row = 0usize;
-    for k in 0..em.shards {
-        let path = embeddings.join(format!("{}.parquet", shard_name(k, em.shards)));
-        let file =
-            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(file)
-            .with_context(|| format!("{}: not a readable Parquet file", path.display()))?
-            .with_batch_size(4096)
-            .build()?;
-        for batch in reader {
-            let batch = batch.with_context(|| format!("reading {}", path.display()))?;
-            let values = crate::extract::shard::embedding_values(&batch, dim, &path)?;
-            let rows = batch.num_rows();
-            let items: Vec<(&[f32], usize)> = (0..rows)
-                .map(|i| (&values[i * dim..(i + 1) * dim], row + i))
-                .collect();
-            graph.parallel_insert_slice(&items);
-            for v in values.iter() {
-                vectors_out.write_all(&v.to_le_bytes())?;
-            }
-            let keep: Vec<usize> = (0..batch.num_columns())
-                .filter(|&c| batch.schema().field(c).name() != "embedding")
-                .collect();
-            let records = batch.project(&keep)?;
-            let w = match &mut records_out {
-                Some(w) => w,
-                None => records_out.insert(ArrowWriter::try_new(
-                    std::fs::File::create(tmp.join("records.parquet"))?,
-                    records.schema(),
-                    None,
-                )?),
-            };
-            w.write(&records)?;
-            row += rows;
-            bar.inc(rows as u64);
-        }
-    }
-    vectors_out
-        .into_inner()
-        .map_err(|e| e.into_error())?
-        .sync_all()?;
-    match records_out {
-        Some(w) => w.close().map(|_| row).map_err(Into::into),
-        None => bail!("{}: no rows to index", embeddings.display()),
-    }
-}
-
-pub fn read_manifest(dir: &Path) -> Result<IndexManifest> {
-    let path = dir.join("manifest.json");
-    if !dir.is_dir() {
-        bail!("index {} does not exist", dir.display());
-    }
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "{}: missing manifest.json; not an exemplar index",
-            dir.display()
-        )
-    })?;
-    let m: IndexManifest = serde_json::from_str(&text).with_context(|| {
-        format!(
-            "{}: damaged or not an exemplar index manifest",
-            path.display()
-        )
-    })?;
-    if m.format != FORMAT {
-        bail!(
-            "{}: format {:?}, this build reads {FORMAT:?}",
-            path.display(),
-            m.format
-        );
-    }
-    Ok(m)
-}
-
 impl Index {
-    /// Load and verify an index. Every file must match the manifest's size and sha256, so a
-    /// truncated, corrupted or mixed-up file is an error here, before hnsw_rs reads it.
-    pub fn load(dir: &Path) -> Result<Self> {
-        let manifest = read_manifest(dir)?;
-        if manifest.count == 0 || manifest.dim == 0 {
-            bail!(
-                "{}: empty index (count {}, dim {})",
-                dir.display(),
-                manifest.count,
-                manifest.dim
-            );
-        }
-        for (name, want) in &manifest.files {
-            let path = dir.join(name);
-            let meta = std::fs::metadata(&path)
-                .with_context(|| format!("{}: missing {name}", dir.display()))?;
-            if meta.len() != want.bytes {
-                bail!(
-                    "{}: {} bytes, the manifest says {} (truncated, or from another build)",
-                    path.display(),
-                    meta.len(),
-                    want.bytes
-                );
-            }
-            let got = hash_file(&path)?;
-            if got.sha256 != want.sha256 {
-                bail!(
-                    "{}: content does not match the manifest (corrupted, or from another build)",
-                    path.display()
-                );
-            }
-        }
-        for required in FILES {
-            if !manifest.files.contains_key(required) {
-                bail!("{}: the manifest lists no {required}", dir.display());
-            }
-        }
-        let bytes = std::fs::read(dir.join("vectors.f32"))?;
-        if bytes.len() != manifest.count * manifest.dim * 4 {
-            bail!(
-                "{}: vectors.f32 holds {} bytes, expected {} x {} x 4",
-                dir.display(),
-                bytes.len(),
-                manifest.count,
-                manifest.dim
-            );
-        }
-        let vectors: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let records_rows = crate::extract::shard::parquet_rows(&dir.join("records.parquet"))?;
-        if records_rows != manifest.count {
-            bail!(
-                "{}: records.parquet has {records_rows} rows, index has {}",
-                dir.display(),
-                manifest.count
-            );
-        }
-        let graph = load_graph(dir)?;
-        if graph.get_nb_point() != manifest.count {
-            bail!(
-                "{}: graph holds {} points, manifest says {}",
-                dir.display(),
-                graph.get_nb_point(),
-                manifest.count
-            );
-        }
-        Ok(Self {
-            dir: dir.to_path_buf(),
-            manifest,
-            vectors,
-            graph,
-        })
-    }
-
     pub fn len(&self) -> usize {
         self.manifest.count
     }
@@ -473,25 +217,21 @@ impl Index {
         ef: usize,
         allowed: Option<&Vec<usize>>,
     ) -> Vec<Hit> {
-        let ef = ef.max(k);
-        let found = match allowed {
-            Some(ids) => self
-                .graph
-                .search_filter(query, k, ef, Some(ids as &dyn FilterT)),
-            None => self.graph.search(query, k, ef),
-        };
-        // Re-score from the stored vectors: the same cosine an exact scan reports, rather than
-        // one derived from hnsw_rs's rounded L2 distance.
+        let allowed = allowed.map(|rows| hnsw::Allowed::new(rows, self.len()));
+        let found = self.graph.search(
+            &self.vectors,
+            self.dim(),
+            query,
+            k,
+            ef.max(k),
+            allowed.as_ref(),
+        );
+        // Scores from the same dot product as the exact scan, so both report identical cosines.
         let mut hits: Vec<Hit> = found
             .iter()
-            .map(|n| Hit {
-                row: n.d_id,
-                score: self
-                    .vector(n.d_id)
-                    .iter()
-                    .zip(query)
-                    .map(|(a, b)| a * b)
-                    .sum(),
+            .map(|c| Hit {
+                row: c.id as usize,
+                score: simd::dot(self.vector(c.id as usize), query),
             })
             .collect();
         hits.sort_by(|a, b| b.score.total_cmp(&a.score).then(a.row.cmp(&b.row)));
@@ -509,22 +249,14 @@ impl Index {
     }
 }
 
-/// hnsw_rs reload. Its `HnswIo` must outlive the graph it returns; an index lives for the whole
-/// process, so the loader is leaked rather than threaded through every owner.
-fn load_graph(dir: &Path) -> Result<Graph> {
-    let io: &'static mut HnswIo = Box::leak(Box::new(HnswIo::new(dir, GRAPH_BASENAME)));
-    let previous = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
-    let loaded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        let io = io; // moved, not reborrowed: the graph may borrow it for 'static
-        io.load_hnsw::<f32, DistL2>()
-    }));
-    std::panic::set_hook(previous);
-    match loaded {
-        Ok(Ok(g)) => Ok(g),
-        Ok(Err(e)) => bail!("{}: cannot load the HNSW graph: {e}", dir.display()),
-        Err(_) => bail!("{}: the HNSW graph files are inconsistent", dir.display()),
-    }
+/// The graph files of `dir`, checked against the manifest's point count.
+fn load_graph(dir: &Path, count: usize) -> Result<Graph> {
+    hnsw::Hnsw::load(
+        &dir.join("graph.hnsw.data"),
+        &dir.join("graph.hnsw.graph"),
+        count,
+    )
+    .with_context(|| format!("{}: cannot load the HNSW graph", dir.display()))
 }
 
 pub fn read_records(path: &Path) -> Result<Vec<serde_json::Map<String, serde_json::Value>>> {
@@ -540,7 +272,7 @@ pub fn read_records(path: &Path) -> Result<Vec<serde_json::Map<String, serde_jso
     Ok(out)
 }
 
-/// Rows whose `field` equals `value`, sorted (the form hnsw_rs's filter wants).
+/// Rows whose `field` equals `value`, sorted (the form `SearchOptions::allowed` takes).
 pub fn filter_rows(
     records: &[serde_json::Map<String, serde_json::Value>],
     field: &str,
@@ -572,6 +304,9 @@ pub fn query_encoder(
     model: Option<&str>,
     device: Device,
 ) -> Result<Encoder> {
+    if manifest.external.is_some() {
+        return external_query_encoder(manifest, model, device);
+    }
     let em = &manifest.embeddings;
     let r = &em.recipe;
     let path = model.unwrap_or(&em.model_path);
@@ -606,6 +341,41 @@ pub fn query_encoder(
     Encoder::from_checkpoint(&checkpoint, &opts).with_context(|| {
         format!("loading the index's model {path:?} (pass --model if the folder moved)")
     })
+}
+
+/// Query encoder for an index of external vectors: no model of ours made them, so the caller
+/// names the model (`--model`), which is used with its own recipe; only the dimension can be
+/// checked.
+fn external_query_encoder(
+    manifest: &IndexManifest,
+    model: Option<&str>,
+    device: Device,
+) -> Result<Encoder> {
+    let Some(path) = model else {
+        bail!(
+            "this index holds vectors another tool wrote ({}); no exemplar model made them, so \
+             embedding a query text needs --model naming the model that did (or search with \
+             --vectors FILE)",
+            manifest.source
+        );
+    };
+    let opts = EncoderOptions {
+        device,
+        ..Default::default()
+    };
+    let encoder = Encoder::load(path, &opts)?;
+    if encoder.dim() != manifest.dim {
+        bail!(
+            "model {path:?} makes {}-d vectors, the index holds {}-d vectors",
+            encoder.dim(),
+            manifest.dim
+        );
+    }
+    eprintln!(
+        "note: external vectors: queries are embedded by {path} with its own recipe; the index \
+         cannot check that this model made its vectors"
+    );
+    Ok(encoder)
 }
 
 /// One row of `embed index eval`.

@@ -1,0 +1,80 @@
+//! The stored vectors, memory-mapped from `vectors.f32` (row-major little-endian f32): the page
+//! cache holds them once, however many processes search the same index.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// N x dim f32, read as one `&[f32]` (`as_slice`, or through `Deref`).
+pub struct Vectors {
+    inner: Inner,
+}
+
+enum Inner {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<f32>),
+}
+
+impl Vectors {
+    /// Map `path`. On a big-endian machine (or a file the OS will not map) the values are read
+    /// into memory instead.
+    pub fn map(path: &Path) -> Result<Self> {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = file.metadata()?.len();
+        if len % 4 != 0 {
+            anyhow::bail!(
+                "{}: {len} bytes is not a whole number of f32",
+                path.display()
+            );
+        }
+        if cfg!(target_endian = "little") && len > 0 {
+            // SAFETY: the index folder is written once (atomically) and never modified in place;
+            // a file changed underneath a running process is outside what an index supports.
+            if let Ok(map) = unsafe { memmap2::Mmap::map(&file) } {
+                if map.as_ptr().align_offset(std::mem::align_of::<f32>()) == 0 {
+                    return Ok(Self {
+                        inner: Inner::Mapped(map),
+                    });
+                }
+            }
+        }
+        let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        Ok(Self::from(
+            bytes
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect::<Vec<f32>>(),
+        ))
+    }
+
+    pub fn as_slice(&self) -> &[f32] {
+        match &self.inner {
+            Inner::Mapped(map) => {
+                // SAFETY: checked in `map`: f32-aligned, little-endian host, length a multiple
+                // of 4; every bit pattern is a valid f32.
+                unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<f32>(), map.len() / 4) }
+            }
+            Inner::Owned(v) => v,
+        }
+    }
+
+    /// Whether the values are memory-mapped (rather than a copy in memory).
+    pub fn is_mapped(&self) -> bool {
+        matches!(self.inner, Inner::Mapped(_))
+    }
+}
+
+impl From<Vec<f32>> for Vectors {
+    fn from(v: Vec<f32>) -> Self {
+        Self {
+            inner: Inner::Owned(v),
+        }
+    }
+}
+
+impl std::ops::Deref for Vectors {
+    type Target = [f32];
+    fn deref(&self) -> &[f32] {
+        self.as_slice()
+    }
+}
