@@ -3,12 +3,8 @@
 mod common;
 
 use common::*;
-use exemplar::encoder::DType;
-use exemplar::extract::manifest::{
-    write_shard_report, ExtractIdentity, ExtractManifest, ShardReport, Status,
-};
-use exemplar::extract::plan::{Column, ColumnType, TextSpec};
-use exemplar::extract::shard::{schema, shard_name, to_batch, write_parquet, Row};
+use exemplar::extract::plan::{Column, ColumnType};
+use exemplar::extract::shard::Row;
 use exemplar::index::{self, BuildOptions, Index};
 use exemplar::progress::Silent;
 use std::path::Path;
@@ -55,7 +51,6 @@ fn write_extraction(dir: &Path, vectors: &[Vec<f32>]) {
             ty: ColumnType::Utf8,
         },
     ];
-    let sch = schema(dim, &columns);
     let rows: Vec<Row> = vectors
         .iter()
         .enumerate()
@@ -68,52 +63,7 @@ fn write_extraction(dir: &Path, vectors: &[Vec<f32>]) {
             vector: v.clone(),
         })
         .collect();
-    let batch = to_batch(&sch, &columns, dim, &rows).unwrap();
-    write_parquet(
-        &dir.join(format!("{}.parquet", shard_name(0, 1))),
-        &sch,
-        &[batch],
-    )
-    .unwrap();
-    write_shard_report(
-        dir,
-        &ShardReport {
-            shard: 0,
-            shards: 1,
-            rows: rows.len(),
-            file: "x".into(),
-        },
-    )
-    .unwrap();
-    let enc = exemplar::encoder::Encoder::load(tiny_llama().to_str().unwrap(), &Default::default())
-        .unwrap();
-    let info = enc.info();
-    let m = ExtractManifest {
-        identity: ExtractIdentity {
-            format: exemplar::extract::manifest::FORMAT.into(),
-            model_fingerprint: info.fingerprint.clone(),
-            recipe: info.recipe.clone(),
-            dim,
-            dtype: DType::F32,
-            max_batch_tokens: 2048,
-            inputs: vec![],
-            text: TextSpec {
-                id_field: "id".into(),
-                doc_template: "{problem}".into(),
-            },
-            columns,
-            shards: 1,
-            rows_per_shard: vec![rows.len()],
-        },
-        model: info.model.clone(),
-        model_path: info.path.clone(),
-        rows: rows.len(),
-        rejected: 0,
-        status: Status::Complete,
-        completed_shards: vec![0],
-        created_by: "test".into(),
-    };
-    m.write(&dir.join("manifest.json")).unwrap();
+    write_one_shard_extraction(dir, dim, columns, &rows);
 }
 
 fn quiet() -> BuildOptions {

@@ -11,12 +11,8 @@
 mod common;
 
 use common::*;
-use exemplar::encoder::DType;
-use exemplar::extract::manifest::{
-    write_shard_report, ExtractIdentity, ExtractManifest, ShardReport, Status,
-};
-use exemplar::extract::plan::{Column, ColumnType, TextSpec};
-use exemplar::extract::shard::{schema, shard_name, to_batch, write_parquet, Row};
+use exemplar::extract::plan::{Column, ColumnType};
+use exemplar::extract::shard::Row;
 use exemplar::plot::{self, HighlightSpec, Method, PlotConfig, Source};
 use exemplar::progress::Silent;
 use serde_json::{json, Value};
@@ -485,7 +481,6 @@ fn write_extraction(dir: &Path, recs: &[Rec], vectors: &[Vec<f32>]) {
             ty: ColumnType::Utf8,
         })
         .collect();
-    let sch = schema(dim, &columns);
     let rows: Vec<Row> = recs
         .iter()
         .zip(vectors)
@@ -498,45 +493,7 @@ fn write_extraction(dir: &Path, recs: &[Rec], vectors: &[Vec<f32>]) {
             vector: v.clone(),
         })
         .collect();
-    let batch = to_batch(&sch, &columns, dim, &rows).unwrap();
-    let file = dir.join(format!("{}.parquet", shard_name(0, 1)));
-    write_parquet(&file, &sch, &[batch]).unwrap();
-    let report = ShardReport {
-        shard: 0,
-        shards: 1,
-        rows: rows.len(),
-        file: "x".into(),
-    };
-    write_shard_report(dir, &report).unwrap();
-    let enc = exemplar::encoder::Encoder::load(tiny_llama().to_str().unwrap(), &Default::default())
-        .unwrap();
-    let info = enc.info();
-    let m = ExtractManifest {
-        identity: ExtractIdentity {
-            format: exemplar::extract::manifest::FORMAT.into(),
-            model_fingerprint: info.fingerprint.clone(),
-            recipe: info.recipe.clone(),
-            dim,
-            dtype: DType::F32,
-            max_batch_tokens: 2048,
-            inputs: vec![],
-            text: TextSpec {
-                id_field: "id".into(),
-                doc_template: "{problem}".into(),
-            },
-            columns,
-            shards: 1,
-            rows_per_shard: vec![rows.len()],
-        },
-        model: info.model.clone(),
-        model_path: info.path.clone(),
-        rows: rows.len(),
-        rejected: 0,
-        status: Status::Complete,
-        completed_shards: vec![0],
-        created_by: "test".into(),
-    };
-    m.write(&dir.join("manifest.json")).unwrap();
+    write_one_shard_extraction(dir, dim, columns, &rows);
 }
 
 const SUBJECTS: [&str; 5] = [

@@ -84,3 +84,57 @@ pub fn copy_model(src: &Path, dst: &Path) {
 pub fn embed_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_embed"))
 }
+
+/// Write `rows` (all of dimension `dim`, with these passed-through `columns`) as a finished
+/// one-shard `embed extract` folder whose manifest names the tiny fixture model, so an index of
+/// these vectors can embed queries.
+pub fn write_one_shard_extraction(
+    dir: &Path,
+    dim: usize,
+    columns: Vec<exemplar::extract::plan::Column>,
+    rows: &[exemplar::extract::shard::Row],
+) {
+    use exemplar::extract::manifest::*;
+    use exemplar::extract::shard::{schema, shard_name, to_batch, write_parquet};
+    std::fs::create_dir_all(dir).unwrap();
+    let sch = schema(dim, &columns);
+    let batch = to_batch(&sch, &columns, dim, rows).unwrap();
+    let file = dir.join(format!("{}.parquet", shard_name(0, 1)));
+    write_parquet(&file, &sch, &[batch]).unwrap();
+    let report = ShardReport {
+        shard: 0,
+        shards: 1,
+        rows: rows.len(),
+        file: "x".into(),
+    };
+    write_shard_report(dir, &report).unwrap();
+    let enc = exemplar::encoder::Encoder::load(tiny_llama().to_str().unwrap(), &Default::default())
+        .unwrap();
+    let info = enc.info();
+    let m = ExtractManifest {
+        identity: ExtractIdentity {
+            format: FORMAT.into(),
+            model_fingerprint: info.fingerprint.clone(),
+            recipe: info.recipe.clone(),
+            dim,
+            dtype: exemplar::encoder::DType::F32,
+            max_batch_tokens: 2048,
+            inputs: vec![],
+            text: exemplar::extract::plan::TextSpec {
+                id_field: "id".into(),
+                doc_template: "{problem}".into(),
+            },
+            columns,
+            shards: 1,
+            rows_per_shard: vec![rows.len()],
+        },
+        model: info.model.clone(),
+        model_path: info.path.clone(),
+        rows: rows.len(),
+        rejected: 0,
+        status: Status::Complete,
+        completed_shards: vec![0],
+        created_by: "test".into(),
+    };
+    m.write(&dir.join("manifest.json")).unwrap();
+}
