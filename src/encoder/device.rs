@@ -85,14 +85,20 @@ pub enum DType {
     F32,
     BF16,
     F16,
+    /// int8 weights per output channel and activations per row (CPU engine only).
+    Int8,
 }
 
 impl DType {
-    pub fn to_candle(self) -> candle_core::DType {
+    /// The candle dtype; int8 has none (it runs on the CPU engine only).
+    pub fn to_candle(self) -> Result<candle_core::DType> {
         match self {
-            DType::F32 => candle_core::DType::F32,
-            DType::BF16 => candle_core::DType::BF16,
-            DType::F16 => candle_core::DType::F16,
+            DType::F32 => Ok(candle_core::DType::F32),
+            DType::BF16 => Ok(candle_core::DType::BF16),
+            DType::F16 => Ok(candle_core::DType::F16),
+            DType::Int8 => {
+                bail!("--dtype int8 runs on the CPU only (use --device cpu, or bf16 on a GPU)")
+            }
         }
     }
 
@@ -101,6 +107,7 @@ impl DType {
         match self {
             DType::F32 => 4,
             DType::BF16 | DType::F16 => 2,
+            DType::Int8 => 1,
         }
     }
 }
@@ -112,7 +119,8 @@ impl FromStr for DType {
             "f32" | "float32" => Ok(DType::F32),
             "bf16" | "bfloat16" => Ok(DType::BF16),
             "f16" | "float16" => Ok(DType::F16),
-            other => bail!("dtype {other:?}: expected f32, bf16 or f16"),
+            "int8" => Ok(DType::Int8),
+            other => bail!("dtype {other:?}: expected f32, bf16, f16 or int8"),
         }
     }
 }
@@ -123,6 +131,7 @@ impl fmt::Display for DType {
             DType::F32 => "f32",
             DType::BF16 => "bf16",
             DType::F16 => "f16",
+            DType::Int8 => "int8",
         })
     }
 }

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod batching;
 mod bert;
+pub mod cpu;
 pub mod device;
 pub mod estimate;
 #[cfg(feature = "hub")]
@@ -121,6 +122,9 @@ pub struct Encoded {
 enum Backbone {
     Llama(llama::LlamaEncoder),
     Bert(bert::BertEncoder),
+    /// The CPU engine ([`cpu`]): unpadded, our own kernels.
+    CpuLlama(cpu::llama::Llama),
+    CpuBert(cpu::bert::Bert),
 }
 
 /// What `embed info` prints and what every manifest records about the model.
@@ -252,10 +256,14 @@ impl Encoder {
             }
             // candle-transformers' BERT attends all at once; its inputs stop at 512 tokens.
             Backbone::Bert(_) => AttentionBlocks::UNBLOCKED,
+            // The CPU engine holds one row of scores per task: nothing to budget.
+            Backbone::CpuLlama(_) | Backbone::CpuBert(_) => AttentionBlocks { rows: Some(1) },
         };
         let dim = match &backbone {
             Backbone::Llama(m) => m.hidden_size(),
             Backbone::Bert(m) => m.hidden_size(),
+            Backbone::CpuLlama(m) => m.hidden_size(),
+            Backbone::CpuBert(m) => m.hidden_size(),
         };
         if dim != ck.dim {
             bail!(
@@ -383,6 +391,9 @@ impl Encoder {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
+        if let Some(out) = self.embed_unpadded(batch)? {
+            return Ok(out);
+        }
         let n = batch.len();
         let len = batch.iter().map(|t| t.ids.len()).max().unwrap_or(0);
         let mut ids = vec![self.pad_id; n * len];
@@ -399,6 +410,7 @@ impl Encoder {
         let hidden = match &self.backbone {
             Backbone::Llama(m) => m.forward(&ids, &mask, n, len, self.recipe.attention)?,
             Backbone::Bert(m) => m.forward(&ids, &mask, n, len)?,
+            Backbone::CpuLlama(_) | Backbone::CpuBert(_) => unreachable!("embedded unpadded"),
         };
         let pooled = match self.recipe.pooling {
             Pooling::Mean => pooling::mean_pool(&hidden, &mask, n, len)?,
@@ -411,6 +423,24 @@ impl Encoder {
             pooled
         };
         Ok(pooled.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+    }
+
+    /// The CPU engine's path: texts concatenated without padding. `None` for candle backbones.
+    fn embed_unpadded(&self, batch: &[&Tokenized]) -> Result<Option<Vec<Vec<f32>>>> {
+        let texts: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
+        let hidden = match &self.backbone {
+            Backbone::CpuLlama(m) => m.forward(&texts, self.recipe.attention)?,
+            Backbone::CpuBert(m) => m.forward(&texts)?,
+            _ => return Ok(None),
+        };
+        let (pooling, normalize) = (self.recipe.pooling, self.recipe.normalize);
+        Ok(Some(cpu::pool(
+            &hidden,
+            self.dim(),
+            &texts,
+            pooling,
+            normalize,
+        )))
     }
 
     /// Tokenise, batch by length under the token budget, embed; results in input order.
@@ -478,8 +508,11 @@ fn load_tokenizers(ck: &Checkpoint) -> Result<(Tokenizer, Tokenizer)> {
 }
 
 fn load_backbone(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Backbone> {
+    if let Some(native) = load_cpu_engine(ck, opts)? {
+        return Ok(native);
+    }
     let device = opts.device.open()?;
-    let dtype = ck.dtype(opts).to_candle();
+    let dtype = ck.dtype(opts).to_candle()?;
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&ck.files.weights, dtype, &device) }
         .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
     Ok(match ck.architecture {
@@ -495,6 +528,61 @@ fn load_backbone(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Backbone> {
             bert::BertEncoder::load(vb, &ck.config)
                 .with_context(|| format!("loading BERT weights from {}", ck.dir.display()))?,
         ),
+    })
+}
+
+/// The CPU engine for f32, bf16 and int8 on the CPU (unless [`cpu::ENGINE_ENV`] asks for
+/// candle, or the config uses something the engine lacks); `None` means candle runs it.
+fn load_cpu_engine(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Option<Backbone>> {
+    let precision = match ck.dtype(opts) {
+        DType::F32 => cpu::Precision::F32,
+        DType::BF16 => cpu::Precision::BF16,
+        DType::Int8 => cpu::Precision::Int8,
+        DType::F16 => return Ok(None),
+    };
+    let candle = std::env::var(cpu::ENGINE_ENV).is_ok_and(|v| v == "candle");
+    if !opts.device.is_cpu() || (candle && precision == cpu::Precision::F32) {
+        return Ok(None);
+    }
+    let isa = cpu::Isa::detect()?;
+    precision.check(isa)?;
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &ck.files.weights,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+    }
+    .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
+    let context = || format!("loading weights from {}", ck.dir.display());
+    let config_error = || {
+        format!(
+            "{}: not a {:?} config",
+            ck.files.config.display(),
+            ck.architecture
+        )
+    };
+    Ok(match ck.architecture {
+        Architecture::Llama => {
+            let cfg = serde_json::from_value(ck.config.clone()).with_context(config_error)?;
+            Some(Backbone::CpuLlama(
+                cpu::llama::Llama::load(vb, cfg, precision, isa).with_context(context)?,
+            ))
+        }
+        Architecture::Bert => {
+            let cfg: cpu::bert::BertConfig =
+                serde_json::from_value(ck.config.clone()).with_context(config_error)?;
+            match cfg.unsupported() {
+                Some(_) if precision == cpu::Precision::F32 => None,
+                Some(why) => bail!(
+                    "--dtype {} on the CPU: the CPU engine does not support {why}",
+                    ck.dtype(opts)
+                ),
+                None => Some(Backbone::CpuBert(
+                    cpu::bert::Bert::load(vb, cfg, precision, isa).with_context(context)?,
+                )),
+            }
+        }
     })
 }
 

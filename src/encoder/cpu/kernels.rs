@@ -1,0 +1,189 @@
+//! Matmul microkernels: one `MR x 32` tile of `C = A * B` per call, where A is row-major
+//! activations (f32, or bf16 / int8 copies of them) and B one packed 32-column panel of a weight
+//! matrix (see [`super::linear`] for the layouts). Written with intrinsics because the `gemm`
+//! crate that candle uses only enables its AVX-512 kernels on a nightly compiler, and has no
+//! bf16 dot-product or int8 VNNI kernels at all.
+//!
+//! Every kernel writes the first `nr` columns of its tile (the last panel of a matrix whose
+//! width is not a multiple of 32 is zero-padded) and starts its sums from the bias or zero.
+
+use std::arch::x86_64::*;
+
+/// Columns per packed panel (two AVX-512 registers of f32).
+pub const NR: usize = 32;
+/// Rows per AVX-512 tile: 12 x 2 accumulators + 2 panel registers + a broadcast fit in 32 zmm.
+pub const MR_AVX512: usize = 12;
+/// Rows per AVX2 tile, over 16 columns at a time: 6 x 2 accumulators in 16 ymm.
+pub const MR_AVX2: usize = 6;
+
+/// Where one tile's inputs and output live. Raw pointers: tiles of one matrix are written by
+/// several threads at once, each to its own rows.
+#[derive(Clone, Copy)]
+pub struct Tile<A> {
+    /// First row of A for this tile, `lda` elements apart.
+    pub a: *const A,
+    pub lda: usize,
+    /// The packed panel.
+    pub b: *const u8,
+    /// Inner dimension, padded to the packing unit (1, 2 or 4).
+    pub k: usize,
+    /// First output element, `ldc` apart per row.
+    pub c: *mut f32,
+    pub ldc: usize,
+    /// Valid rows (<= MR) and columns (<= 32).
+    pub mr: usize,
+    pub nr: usize,
+    /// 32 bias values for these columns, or null.
+    pub bias: *const f32,
+}
+
+#[inline(always)]
+fn masks(nr: usize) -> (u16, u16) {
+    let lo = if nr >= 16 { 0xFFFF } else { (1u16 << nr) - 1 };
+    let hi = if nr >= 32 {
+        0xFFFF
+    } else if nr > 16 {
+        (1u16 << (nr - 16)) - 1
+    } else {
+        0
+    };
+    (lo, hi)
+}
+
+#[inline(always)]
+unsafe fn bias_regs(bias: *const f32, lo: u16, hi: u16) -> (__m512, __m512) {
+    if bias.is_null() {
+        (_mm512_setzero_ps(), _mm512_setzero_ps())
+    } else {
+        (
+            _mm512_maskz_loadu_ps(lo, bias),
+            _mm512_maskz_loadu_ps(hi, bias.add(16)),
+        )
+    }
+}
+
+/// f32 tile with AVX-512F: `MR` rows, 32 columns.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn f32_avx512<const MR: usize>(t: Tile<f32>) {
+    let (lo, hi) = masks(t.nr);
+    let (b0, b1) = bias_regs(t.bias, lo, hi);
+    let mut acc = [[b0, b1]; MR];
+    let b = t.b as *const f32;
+    for k in 0..t.k {
+        let w0 = _mm512_loadu_ps(b.add(k * NR));
+        let w1 = _mm512_loadu_ps(b.add(k * NR + 16));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let a = _mm512_set1_ps(*t.a.add(r * t.lda + k));
+            acc[0] = _mm512_fmadd_ps(a, w0, acc[0]);
+            acc[1] = _mm512_fmadd_ps(a, w1, acc[1]);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(t.mr) {
+        let c = t.c.add(r * t.ldc);
+        _mm512_mask_storeu_ps(c, lo, acc[0]);
+        _mm512_mask_storeu_ps(c.add(16), hi, acc[1]);
+    }
+}
+
+/// bf16 tile with AVX512_BF16: A is bf16 (`k` even), the panel holds column pairs
+/// `[k/2][32][2]`; each `vdpbf16ps` adds two products per lane into f32.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn bf16_avx512<const MR: usize>(t: Tile<u16>) {
+    let (lo, hi) = masks(t.nr);
+    let (b0, b1) = bias_regs(t.bias, lo, hi);
+    let mut acc = [[b0, b1]; MR];
+    let b = t.b as *const __m512i;
+    for k2 in 0..t.k / 2 {
+        let w0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(2 * k2)));
+        let w1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(2 * k2 + 1)));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let pair = (t.a.add(r * t.lda + 2 * k2) as *const i32).read_unaligned();
+            let a: __m512bh = std::mem::transmute(_mm512_set1_epi32(pair));
+            acc[0] = _mm512_dpbf16_ps(acc[0], a, w0);
+            acc[1] = _mm512_dpbf16_ps(acc[1], a, w1);
+        }
+    }
+    for (r, acc) in acc.iter().enumerate().take(t.mr) {
+        let c = t.c.add(r * t.ldc);
+        _mm512_mask_storeu_ps(c, lo, acc[0]);
+        _mm512_mask_storeu_ps(c.add(16), hi, acc[1]);
+    }
+}
+
+/// What an int8 tile needs besides the tile: per-row activation scales, per-column weight
+/// scales and `128 x` column sums (the activations are stored as `q + 128`, unsigned, because
+/// `vpdpbusd` multiplies unsigned by signed bytes).
+#[derive(Clone, Copy)]
+pub struct Int8Scales {
+    pub row_scale: *const f32,
+    pub col_scale: *const f32,
+    pub col_offset: *const i32,
+}
+
+/// int8 tile with AVX512_VNNI: A is `q + 128` as u8 (`k` a multiple of 4), the panel holds
+/// `[k/4][32][4]` signed bytes; sums are exact in i32, then scaled to f32.
+#[target_feature(enable = "avx512f,avx512vnni")]
+pub unsafe fn int8_avx512<const MR: usize>(t: Tile<u8>, s: Int8Scales) {
+    let (lo, hi) = masks(t.nr);
+    let mut acc = [[_mm512_setzero_si512(); 2]; MR];
+    let b = t.b as *const __m512i;
+    for k4 in 0..t.k / 4 {
+        let w0 = _mm512_loadu_si512(b.add(2 * k4));
+        let w1 = _mm512_loadu_si512(b.add(2 * k4 + 1));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let quad = (t.a.add(r * t.lda + 4 * k4) as *const i32).read_unaligned();
+            let a = _mm512_set1_epi32(quad);
+            acc[0] = _mm512_dpbusd_epi32(acc[0], a, w0);
+            acc[1] = _mm512_dpbusd_epi32(acc[1], a, w1);
+        }
+    }
+    let (bias0, bias1) = bias_regs(t.bias, lo, hi);
+    let off0 = _mm512_maskz_loadu_epi32(lo, s.col_offset);
+    let off1 = _mm512_maskz_loadu_epi32(hi, s.col_offset.add(16));
+    let cs0 = _mm512_maskz_loadu_ps(lo, s.col_scale);
+    let cs1 = _mm512_maskz_loadu_ps(hi, s.col_scale.add(16));
+    for (r, acc) in acc.iter().enumerate().take(t.mr) {
+        let rs = _mm512_set1_ps(*s.row_scale.add(r));
+        let v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[0], off0));
+        let v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[1], off1));
+        let c = t.c.add(r * t.ldc);
+        let y0 = _mm512_fmadd_ps(v0, _mm512_mul_ps(rs, cs0), bias0);
+        let y1 = _mm512_fmadd_ps(v1, _mm512_mul_ps(rs, cs1), bias1);
+        _mm512_mask_storeu_ps(c, lo, y0);
+        _mm512_mask_storeu_ps(c.add(16), hi, y1);
+    }
+}
+
+/// f32 tile with AVX2 + FMA, for CPUs without AVX-512: `MR` rows, 16 of the panel's 32 columns
+/// starting at `half * 16`.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn f32_avx2<const MR: usize>(t: Tile<f32>, half: usize) {
+    let cols = t.nr.saturating_sub(half * 16).min(16);
+    if cols == 0 {
+        return;
+    }
+    let mut bias = [0f32; 16];
+    if !t.bias.is_null() {
+        std::ptr::copy_nonoverlapping(t.bias.add(half * 16), bias.as_mut_ptr(), cols);
+    }
+    let b0 = _mm256_loadu_ps(bias.as_ptr());
+    let b1 = _mm256_loadu_ps(bias.as_ptr().add(8));
+    let mut acc = [[b0, b1]; MR];
+    let b = (t.b as *const f32).add(half * 16);
+    for k in 0..t.k {
+        let w0 = _mm256_loadu_ps(b.add(k * NR));
+        let w1 = _mm256_loadu_ps(b.add(k * NR + 8));
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let a = _mm256_set1_ps(*t.a.add(r * t.lda + k));
+            acc[0] = _mm256_fmadd_ps(a, w0, acc[0]);
+            acc[1] = _mm256_fmadd_ps(a, w1, acc[1]);
+        }
+    }
+    let mut row = [0f32; 16];
+    for (r, acc) in acc.iter().enumerate().take(t.mr) {
+        _mm256_storeu_ps(row.as_mut_ptr(), acc[0]);
+        _mm256_storeu_ps(row.as_mut_ptr().add(8), acc[1]);
+        let c = t.c.add(r * t.ldc + half * 16);
+        std::ptr::copy_nonoverlapping(row.as_ptr(), c, cols);
+    }
+}
