@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use exemplar::encoder::{
-    Attention, Encoder, EncoderOptions, PaddingSide, Pooling, RecipeOverrides, TextKind,
+    Attention, DType, Encoder, EncoderOptions, PaddingSide, Pooling, RecipeOverrides, TextKind,
 };
 
 const MODES: [(&str, Attention, Pooling); 2] = [
@@ -229,5 +229,119 @@ fn minilm_matches_sentence_transformers() {
             &f32s(&t["embedding"]),
             &format!("minilm {} alone", t["name"]),
         );
+    }
+}
+
+/// MiniLM through the CPU engine with `options`, against the sentence-transformers fixture:
+/// the lowest cosine over the fixture's texts, batched and alone.
+fn minilm_worst_cosine(options: &EncoderOptions, cpu_engine: bool) -> f32 {
+    let expected = read_json(&fixture("minilm/expected.json"));
+    let texts = expected["texts"].as_array().unwrap();
+    let enc = Encoder::load(minilm().to_str().unwrap(), options).unwrap();
+    let inputs: Vec<&str> = texts.iter().map(|t| t["text"].as_str().unwrap()).collect();
+    let batched = enc.encode(&inputs, TextKind::Document).unwrap();
+    let mut worst = 1f32;
+    for (i, t) in texts.iter().enumerate() {
+        let want = f32s(&t["embedding"]);
+        let alone = enc.encode(&[inputs[i]], TextKind::Document).unwrap();
+        if cpu_engine {
+            // Texts share nothing in the CPU engine: alone and batched are the same bits.
+            assert_eq!(
+                alone.vectors[0], batched.vectors[i],
+                "{} alone vs batched",
+                t["name"]
+            );
+        }
+        worst = worst.min(exemplar::encoder::cosine(&batched.vectors[i], &want));
+    }
+    worst
+}
+
+#[test]
+fn low_precision_stays_within_its_stated_tolerance() {
+    for (dtype, floor) in [(DType::BF16, 0.9995), (DType::Int8, 0.998)] {
+        let opts = EncoderOptions {
+            dtype: Some(dtype),
+            ..Default::default()
+        };
+        if let Err(e) = Encoder::load(minilm().to_str().unwrap(), &opts) {
+            // Refused on a CPU without the instructions: that refusal must say so.
+            let msg = format!("{e:#}");
+            assert!(msg.contains("avx512"), "{dtype}: {msg}");
+            eprintln!("skipping {dtype}: {msg}");
+            continue;
+        }
+        let worst = minilm_worst_cosine(&opts, true);
+        eprintln!("{dtype}: lowest cosine to sentence-transformers {worst}");
+        assert!(worst >= floor, "{dtype}: cosine {worst} < {floor}");
+    }
+}
+
+#[test]
+fn every_instruction_set_reproduces_the_reference() {
+    // nextest runs each test in its own process, so the variable reaches only these loads.
+    for isa in ["avx2", "portable"] {
+        std::env::set_var(exemplar::encoder::cpu::ISA_ENV, isa);
+        let worst = minilm_worst_cosine(&EncoderOptions::default(), true);
+        assert!(worst >= 0.99999, "{isa}: MiniLM cosine {worst}");
+        let enc = tiny_llama_encoder(Attention::Causal, Pooling::Last, PaddingSide::Left);
+        let expected = read_json(&tiny_llama().join("expected.json"));
+        for t in expected["texts"].as_array().unwrap() {
+            let got = enc
+                .encode(&[t["text"].as_str().unwrap()], TextKind::Document)
+                .unwrap();
+            let want = f32s(&t["document"]["embeddings"]["causal_last_token"]);
+            assert_close(
+                &got.vectors[0],
+                &want,
+                &format!("{isa}: tiny llama {}", t["name"]),
+            );
+        }
+    }
+    std::env::remove_var(exemplar::encoder::cpu::ISA_ENV);
+}
+
+#[test]
+fn candle_and_the_cpu_engine_agree() {
+    std::env::set_var(exemplar::encoder::cpu::ENGINE_ENV, "candle");
+    let worst = minilm_worst_cosine(&EncoderOptions::default(), false);
+    std::env::remove_var(exemplar::encoder::cpu::ENGINE_ENV);
+    assert!(worst >= 0.99999, "candle: MiniLM cosine {worst}");
+}
+
+#[test]
+fn low_precision_llama_stays_close_to_f32() {
+    let expected = read_json(&tiny_llama().join("expected.json"));
+    let texts: Vec<&str> = expected["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["text"].as_str().unwrap())
+        .collect();
+    let f32_vectors =
+        tiny_llama_encoder(Attention::Bidirectional, Pooling::Mean, PaddingSide::Left)
+            .encode(&texts, TextKind::Document)
+            .unwrap()
+            .vectors;
+    for dtype in [DType::BF16, DType::Int8] {
+        let opts = EncoderOptions {
+            dtype: Some(dtype),
+            overrides: RecipeOverrides {
+                attention: Some(Attention::Bidirectional),
+                pooling: Some(Pooling::Mean),
+                max_length: Some(1024),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let Ok(enc) = Encoder::load(tiny_llama().to_str().unwrap(), &opts) else {
+            eprintln!("skipping {dtype}: not on this CPU");
+            continue;
+        };
+        let got = enc.encode(&texts, TextKind::Document).unwrap().vectors;
+        for (g, w) in got.iter().zip(&f32_vectors) {
+            let cos = exemplar::encoder::cosine(g, w);
+            assert!(cos >= 0.998, "{dtype}: tiny llama cosine to f32 {cos}");
+        }
     }
 }

@@ -428,19 +428,12 @@ impl Encoder {
     /// The CPU engine's path: texts concatenated without padding. `None` for candle backbones.
     fn embed_unpadded(&self, batch: &[&Tokenized]) -> Result<Option<Vec<Vec<f32>>>> {
         let texts: Vec<&[u32]> = batch.iter().map(|t| t.ids.as_slice()).collect();
-        let hidden = match &self.backbone {
-            Backbone::CpuLlama(m) => m.forward(&texts, self.recipe.attention)?,
-            Backbone::CpuBert(m) => m.forward(&texts)?,
-            _ => return Ok(None),
-        };
         let (pooling, normalize) = (self.recipe.pooling, self.recipe.normalize);
-        Ok(Some(cpu::pool(
-            &hidden,
-            self.dim(),
-            &texts,
-            pooling,
-            normalize,
-        )))
+        Ok(Some(match &self.backbone {
+            Backbone::CpuLlama(m) => m.embed(&texts, self.recipe.attention, pooling, normalize)?,
+            Backbone::CpuBert(m) => m.embed(&texts, pooling, normalize)?,
+            _ => return Ok(None),
+        }))
     }
 
     /// Tokenise, batch by length under the token budget, embed; results in input order.

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 
 use super::ops::{self, QkvLayout};
 use super::{weights, Isa, Linear, Precision, Workspace};
+use crate::encoder::Pooling;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -97,6 +98,7 @@ impl Bert {
             .context("no embeddings.word_embeddings.weight in the checkpoint")?;
         let h = cfg.hidden_size;
         let e = vb.pp("embeddings");
+        let emb_norm = Norm::load(&e.pp("LayerNorm"), h)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| Layer::load(&cfg, vb.pp(format!("encoder.layer.{i}")), precision, isa))
             .collect::<Result<Vec<_>>>()?;
@@ -112,7 +114,7 @@ impl Bert {
                 "token_type_embeddings.weight",
                 &[cfg.type_vocab_size, h],
             )?,
-            emb_norm: Norm::load(&e.pp("LayerNorm"), h)?,
+            emb_norm,
             layers,
             isa,
             work: Mutex::new(Workspace::default()),
@@ -124,14 +126,19 @@ impl Bert {
         self.cfg.hidden_size
     }
 
-    /// Final hidden states `[tokens, hidden]` of the texts, concatenated in order.
-    pub fn forward(&self, texts: &[&[u32]]) -> Result<Vec<f32>> {
+    /// One pooled vector per text.
+    pub fn embed(
+        &self,
+        texts: &[&[u32]],
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         let (h, eps) = (self.cfg.hidden_size, self.cfg.layer_norm_eps as f32);
         let spans = super::spans(texts);
         let t: usize = texts.iter().map(|s| s.len()).sum();
         let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
         let w = &mut *w;
-        let x = self.embed(texts, &mut w.x)?;
+        let x = self.lookup(texts, &mut w.x)?;
         ops::layer_norm(self.isa, x, &self.emb_norm.gamma, &self.emb_norm.beta, eps);
         let lay = QkvLayout {
             stride: 3 * h,
@@ -161,11 +168,11 @@ impl Bert {
             l.down.forward(ffn, t, x);
             ops::add_layer_norm(self.isa, x, proj, &l.ffn_norm.gamma, &l.ffn_norm.beta, eps);
         }
-        Ok(x.to_vec())
+        Ok(super::pool(x, h, texts, pooling, normalize))
     }
 
     /// Word + position + token-type (0) embeddings into the workspace.
-    fn embed<'a>(&self, texts: &[&[u32]], buf: &'a mut Vec<f32>) -> Result<&'a mut [f32]> {
+    fn lookup<'a>(&self, texts: &[&[u32]], buf: &'a mut Vec<f32>) -> Result<&'a mut [f32]> {
         let h = self.cfg.hidden_size;
         let t: usize = texts.iter().map(|s| s.len()).sum();
         let x = Workspace::take(buf, t * h);
@@ -218,17 +225,17 @@ impl Layer {
             w.extend(weights(&s, &format!("{name}.weight"), &[h, h])?);
             b.extend(weights(&s, &format!("{name}.bias"), &[h])?);
         }
-        let linear = |vb: &VarBuilder, n: usize, k: usize| -> Result<Linear> {
+        let linear = |vb: &VarBuilder, n: usize, k: usize, p: Precision| -> Result<Linear> {
             let w = weights(vb, "weight", &[n, k])?;
             let b = weights(vb, "bias", &[n])?;
             Linear::new(&w, (n, k), Some(&b), p, isa)
         };
         Ok(Self {
             qkv: Linear::new(&w, (3 * h, h), Some(&b), p, isa)?,
-            out: linear(&a.pp("output.dense"), h, h)?,
+            out: linear(&a.pp("output.dense"), h, h, p)?,
             attn_norm: Norm::load(&a.pp("output.LayerNorm"), h)?,
-            up: linear(&l.pp("intermediate.dense"), inter, h)?,
-            down: linear(&l.pp("output.dense"), h, inter)?,
+            up: linear(&l.pp("intermediate.dense"), inter, h, p)?,
+            down: linear(&l.pp("output.dense"), h, inter, p.for_down_projection())?,
             ffn_norm: Norm::load(&l.pp("output.LayerNorm"), h)?,
         })
     }

@@ -110,18 +110,20 @@ pub unsafe fn bf16_avx512<const MR: usize>(t: Tile<u16>) {
     }
 }
 
-/// What an int8 tile needs besides the tile: per-row activation scales, per-column weight
-/// scales and `128 x` column sums (the activations are stored as `q + 128`, unsigned, because
-/// `vpdpbusd` multiplies unsigned by signed bytes).
+/// What an int8 tile needs besides the tile. Activations are stored unsigned (`vpdpbusd`
+/// multiplies unsigned by signed bytes) with a zero point per row: `x = (a - zero) * scale`,
+/// so a one-sided row (after GELU) uses all 256 levels. The sum of `a * w` then carries
+/// `zero x` the column's sum of `w`, which the epilogue removes.
 #[derive(Clone, Copy)]
 pub struct Int8Scales {
     pub row_scale: *const f32,
+    pub row_zero: *const i32,
     pub col_scale: *const f32,
-    pub col_offset: *const i32,
+    pub col_sum: *const i32,
 }
 
-/// int8 tile with AVX512_VNNI: A is `q + 128` as u8 (`k` a multiple of 4), the panel holds
-/// `[k/4][32][4]` signed bytes; sums are exact in i32, then scaled to f32.
+/// int8 tile with AVX512_VNNI: A is u8 (`k` a multiple of 4), the panel holds `[k/4][32][4]`
+/// signed bytes; sums are exact in i32, then scaled to f32.
 #[target_feature(enable = "avx512f,avx512vnni")]
 pub unsafe fn int8_avx512<const MR: usize>(t: Tile<u8>, s: Int8Scales) {
     let (lo, hi) = masks(t.nr);
@@ -138,17 +140,18 @@ pub unsafe fn int8_avx512<const MR: usize>(t: Tile<u8>, s: Int8Scales) {
         }
     }
     let (bias0, bias1) = bias_regs(t.bias, lo, hi);
-    let off0 = _mm512_maskz_loadu_epi32(lo, s.col_offset);
-    let off1 = _mm512_maskz_loadu_epi32(hi, s.col_offset.add(16));
+    let sum0 = _mm512_maskz_loadu_epi32(lo, s.col_sum);
+    let sum1 = _mm512_maskz_loadu_epi32(hi, s.col_sum.add(16));
     let cs0 = _mm512_maskz_loadu_ps(lo, s.col_scale);
     let cs1 = _mm512_maskz_loadu_ps(hi, s.col_scale.add(16));
     for (r, acc) in acc.iter().enumerate().take(t.mr) {
         let rs = _mm512_set1_ps(*s.row_scale.add(r));
-        let v0 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[0], off0));
-        let v1 = _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[1], off1));
+        let zero = _mm512_set1_epi32(*s.row_zero.add(r));
+        let v0 = _mm512_sub_epi32(acc[0], _mm512_mullo_epi32(zero, sum0));
+        let v1 = _mm512_sub_epi32(acc[1], _mm512_mullo_epi32(zero, sum1));
         let c = t.c.add(r * t.ldc);
-        let y0 = _mm512_fmadd_ps(v0, _mm512_mul_ps(rs, cs0), bias0);
-        let y1 = _mm512_fmadd_ps(v1, _mm512_mul_ps(rs, cs1), bias1);
+        let y0 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v0), _mm512_mul_ps(rs, cs0), bias0);
+        let y1 = _mm512_fmadd_ps(_mm512_cvtepi32_ps(v1), _mm512_mul_ps(rs, cs1), bias1);
         _mm512_mask_storeu_ps(c, lo, y0);
         _mm512_mask_storeu_ps(c.add(16), hi, y1);
     }

@@ -39,10 +39,10 @@ enum Packed {
     Bf16(Vec<u16>),
     Int8 {
         q: Vec<i8>,
-        /// Per output column (padded to whole panels): the weight scale, and `128 x` the
-        /// column's sum of `q`, which the unsigned activations add and the epilogue removes.
+        /// Per output column (padded to whole panels): the weight scale and the column's sum
+        /// of `q` (see [`Int8Scales`]).
         scale: Vec<f32>,
-        offset: Vec<i32>,
+        sum: Vec<i32>,
     },
 }
 
@@ -139,15 +139,16 @@ impl Linear {
                 let job = self.job(&a, self.kp, b.as_ptr() as _, 2);
                 self.par_rows(out, m, |r0, c| self.bf16_rows(&job, r0, c));
             }
-            Packed::Int8 { q, scale, offset } => {
-                let (a, row_scale) = quantize_rows(x, m, self.k, self.kp);
+            Packed::Int8 { q, scale, sum } => {
+                let (a, row_scale, row_zero) = quantize_rows(x, m, self.k, self.kp);
                 let job = self.job(&a, self.kp, q.as_ptr() as _, 1);
                 self.par_rows(out, m, |r0, c| {
                     self.tiles(&job, r0, c, |t, r, p| unsafe {
                         let s = Int8Scales {
                             row_scale: row_scale[r0 + r..].as_ptr(),
+                            row_zero: row_zero[r0 + r..].as_ptr(),
                             col_scale: scale[p * NR..].as_ptr(),
-                            col_offset: offset[p * NR..].as_ptr(),
+                            col_sum: sum[p * NR..].as_ptr(),
                         };
                         if self.isa == Isa::Avx512 {
                             dispatch_mr!(t.mr, kernels::int8_avx512, t, s)
@@ -161,16 +162,11 @@ impl Linear {
     }
 
     fn job<'a, A>(&self, a: &'a [A], stride: usize, panels: *const u8, size: usize) -> Job<'a, A> {
-        let mr_max = match self.isa {
-            Isa::Avx512 => MR_AVX512,
-            Isa::Avx2 => MR_AVX2,
-            Isa::Portable => 8,
-        };
         Job {
             rows: Rows { data: a, stride },
             panels,
             panel_bytes: self.kp * NR * size,
-            mr_max,
+            mr_max: mr_max(self.isa),
         }
     }
 
@@ -184,55 +180,31 @@ impl Linear {
             .for_each(|(i, c)| f(i * ROWS_PER_TASK, c));
     }
 
-    /// Run `kernel(tile, row_in_task, panel)` over every tile of the rows `c` holds (starting
-    /// at row `r0`), panel-major so one panel stays in L1 across all the row tiles.
+    /// Where a task's output rows go, for [`for_tiles`].
+    fn out<'a>(&'a self, c: &mut [f32]) -> Out<'a> {
+        Out {
+            c: c.as_mut_ptr(),
+            rows: c.len() / self.n,
+            n: self.n,
+            ldc: self.n,
+            kp: self.kp,
+            bias: self.bias.as_deref(),
+        }
+    }
+
     fn tiles<A>(
         &self,
         job: &Job<A>,
         r0: usize,
         c: &mut [f32],
-        mut kernel: impl FnMut(Tile<A>, usize, usize),
+        kernel: impl FnMut(Tile<A>, usize, usize),
     ) {
-        let rows = c.len() / self.n;
-        for p in 0..self.n.div_ceil(NR) {
-            let mut r = 0;
-            while r < rows {
-                let mr = job.mr_max.min(rows - r);
-                let tile = Tile {
-                    a: job.rows.data[(r0 + r) * job.rows.stride..].as_ptr(),
-                    lda: job.rows.stride,
-                    // SAFETY: p < panels, each panel_bytes long.
-                    b: unsafe { job.panels.add(p * job.panel_bytes) },
-                    k: self.kp,
-                    c: c[r * self.n + p * NR..].as_mut_ptr(),
-                    ldc: self.n,
-                    mr,
-                    nr: (self.n - p * NR).min(NR),
-                    bias: self
-                        .bias
-                        .as_ref()
-                        .map_or(std::ptr::null(), |v| v[p * NR..].as_ptr()),
-                };
-                kernel(tile, r, p);
-                r += mr;
-            }
-        }
+        for_tiles(job, r0, &self.out(c), kernel)
     }
 
     fn f32_rows(&self, job: &Job<f32>, r0: usize, c: &mut [f32]) {
-        // SAFETY (all three): tiles point inside `job` and `c`, with the shapes checked above;
-        // the ISA was detected before this layer was built.
-        match self.isa {
-            Isa::Avx512 => self.tiles(job, r0, c, |t, _, _| unsafe {
-                dispatch_mr!(t.mr, kernels::f32_avx512, t)
-            }),
-            Isa::Avx2 => self.tiles(job, r0, c, |t, _, _| unsafe {
-                for half in 0..2 {
-                    dispatch_mr_avx2!(t.mr, kernels::f32_avx2, t, half)
-                }
-            }),
-            Isa::Portable => self.tiles(job, r0, c, |t, _, _| unsafe { portable::f32_tile(t) }),
-        }
+        // SAFETY: `out` covers `c`, and the rows of `job` were checked against it.
+        unsafe { run_f32(self.isa, job, r0, &self.out(c)) }
     }
 
     fn bf16_rows(&self, job: &Job<u16>, r0: usize, c: &mut [f32]) {
@@ -242,6 +214,131 @@ impl Linear {
             }),
             _ => self.tiles(job, r0, c, |t, _, _| unsafe { portable::bf16_tile(t) }),
         }
+    }
+}
+
+/// The output side of one product: `rows x n` values, `ldc` apart per row, from inputs of
+/// `kp` (padded) values per row.
+struct Out<'a> {
+    c: *mut f32,
+    rows: usize,
+    n: usize,
+    ldc: usize,
+    kp: usize,
+    bias: Option<&'a [f32]>,
+}
+
+/// Run `kernel(tile, row, panel)` over every tile of `out` (input rows from `r0` on),
+/// panel-major so one panel stays in L1 across all the row tiles.
+fn for_tiles<A>(job: &Job<A>, r0: usize, out: &Out, mut kernel: impl FnMut(Tile<A>, usize, usize)) {
+    for p in 0..out.n.div_ceil(NR) {
+        let mut r = 0;
+        while r < out.rows {
+            let mr = job.mr_max.min(out.rows - r);
+            let tile = Tile {
+                a: job.rows.data[(r0 + r) * job.rows.stride..].as_ptr(),
+                lda: job.rows.stride,
+                // SAFETY: p < panels, each panel_bytes long; row r < rows of `out`.
+                b: unsafe { job.panels.add(p * job.panel_bytes) },
+                k: out.kp,
+                c: unsafe { out.c.add(r * out.ldc + p * NR) },
+                ldc: out.ldc,
+                mr,
+                nr: (out.n - p * NR).min(NR),
+                bias: out.bias.map_or(std::ptr::null(), |v| v[p * NR..].as_ptr()),
+            };
+            kernel(tile, r, p);
+            r += mr;
+        }
+    }
+}
+
+/// The f32 product of `job` into `out` with the kernels of `isa`.
+///
+/// # Safety
+/// `out` must describe writable memory, and `isa` must be supported by this CPU.
+unsafe fn run_f32(isa: Isa, job: &Job<f32>, r0: usize, out: &Out) {
+    match isa {
+        Isa::Avx512 => for_tiles(job, r0, out, |t, _, _| {
+            dispatch_mr!(t.mr, kernels::f32_avx512, t)
+        }),
+        Isa::Avx2 => for_tiles(job, r0, out, |t, _, _| {
+            for half in 0..2 {
+                dispatch_mr_avx2!(t.mr, kernels::f32_avx2, t, half)
+            }
+        }),
+        Isa::Portable => for_tiles(job, r0, out, |t, _, _| portable::f32_tile(t)),
+    }
+}
+
+fn mr_max(isa: Isa) -> usize {
+    match isa {
+        Isa::Avx512 => MR_AVX512,
+        Isa::Avx2 => MR_AVX2,
+        Isa::Portable => 8,
+    }
+}
+
+/// An f32 right-hand operand packed for the kernels, rebuilt in place (attention packs each
+/// head's keys and values, so the allocation is reused).
+#[derive(Default)]
+pub struct PackedB {
+    data: Vec<f32>,
+    n: usize,
+    k: usize,
+}
+
+impl PackedB {
+    /// Pack `B` (`k x n`) given as `at(column, kk)`.
+    pub fn pack(&mut self, n: usize, k: usize, at: impl Fn(usize, usize) -> f32) {
+        self.data.clear();
+        self.data.resize(n.div_ceil(NR) * k * NR, 0.0);
+        for p in 0..n.div_ceil(NR) {
+            let panel = &mut self.data[p * k * NR..(p + 1) * k * NR];
+            for col in p * NR..n.min((p + 1) * NR) {
+                for kk in 0..k {
+                    panel[kk * NR + col % NR] = at(col, kk);
+                }
+            }
+        }
+        (self.n, self.k) = (n, k);
+    }
+
+    /// `c[r, j] = sum_kk a[r, kk] B[kk, j]` for `rows` rows of `a` (`lda` apart), single-threaded.
+    ///
+    /// # Safety
+    /// `c` must be writable for `rows` rows of `n` values, `ldc` apart.
+    pub unsafe fn product(
+        &self,
+        isa: Isa,
+        a: &[f32],
+        lda: usize,
+        rows: usize,
+        c: *mut f32,
+        ldc: usize,
+    ) {
+        assert!(
+            rows == 0 || a.len() >= (rows - 1) * lda + self.k,
+            "product: A too short"
+        );
+        let job = Job {
+            rows: Rows {
+                data: a,
+                stride: lda,
+            },
+            panels: self.data.as_ptr() as *const u8,
+            panel_bytes: self.k * NR * 4,
+            mr_max: mr_max(isa),
+        };
+        let out = Out {
+            c,
+            rows,
+            n: self.n,
+            ldc,
+            kp: self.k,
+            bias: None,
+        };
+        run_f32(isa, &job, 0, &out);
     }
 }
 
@@ -275,7 +372,7 @@ fn pack<T: Copy>(
 fn pack_int8(w: &[f32], n: usize, k: usize, kp: usize) -> Packed {
     let padded = n.div_ceil(NR) * NR;
     let mut scale = vec![0f32; padded];
-    let mut offset = vec![0i32; padded];
+    let mut sums = vec![0i32; padded];
     let mut qw = vec![0f32; n * k];
     for col in 0..n {
         let row = &w[col * k..(col + 1) * k];
@@ -286,10 +383,14 @@ fn pack_int8(w: &[f32], n: usize, k: usize, kp: usize) -> Packed {
             sum += *q as i32;
         }
         scale[col] = s;
-        offset[col] = 128 * sum;
+        sums[col] = sum;
     }
     let q = pack(&qw, n, k, kp, 4, |x| x as i8, 0i8);
-    Packed::Int8 { q, scale, offset }
+    Packed::Int8 {
+        q,
+        scale,
+        sum: sums,
+    }
 }
 
 /// The scale that maps a row's largest magnitude to 127 (1 for an all-zero row).
@@ -324,16 +425,31 @@ fn padded_rows<T: Copy>(
     out
 }
 
-/// Dynamic per-row int8 quantisation of activations, stored as `q + 128` (unsigned).
-fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, Vec<f32>) {
-    let scales: Vec<f32> = x.chunks_exact(k).map(scale_for).collect();
-    let mut out = vec![128u8; m * kp];
-    for ((o, row), &s) in out.chunks_exact_mut(kp).zip(x.chunks_exact(k)).zip(&scales) {
+/// Dynamic per-row asymmetric quantisation of activations to u8: the row's range (widened to
+/// include 0, so zero stays exact) onto 0..=255. Returns the bytes (rows padded to `kp` with
+/// the zero point), scales and zero points.
+fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, Vec<f32>, Vec<i32>) {
+    let mut out = vec![0u8; m * kp];
+    let mut scales = Vec::with_capacity(m);
+    let mut zeros = Vec::with_capacity(m);
+    for (o, row) in out.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
+        let (lo, hi) = row
+            .iter()
+            .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+        let scale = if hi > lo && (hi - lo).is_finite() {
+            (hi - lo) / 255.0
+        } else {
+            1.0
+        };
+        let zero = (-lo / scale).round().clamp(0.0, 255.0);
         for (d, &v) in o.iter_mut().zip(row) {
-            *d = (quantize(v, s) as i16 + 128) as u8;
+            *d = (v / scale + zero).round().clamp(0.0, 255.0) as u8;
         }
+        o[k..].fill(zero as u8);
+        scales.push(scale);
+        zeros.push(zero as i32);
     }
-    (out, scales)
+    (out, scales, zeros)
 }
 
 /// f32 to bf16, rounding to nearest even (what `vcvtneps2bf16` does); NaN stays NaN.
@@ -403,10 +519,156 @@ mod portable {
                     let w = *b.add((k / 4) * NR * 4 + j * 4 + k % 4);
                     s += *t.a.add(r * t.lda + k) as i32 * w as i32;
                 }
-                let v = (s - *sc.col_offset.add(j)) as f32;
+                let v = (s - *sc.row_zero.add(r) * *sc.col_sum.add(j)) as f32;
                 let scale = *sc.row_scale.add(r) * *sc.col_scale.add(j);
                 store(&t, r, j, v.mul_add(scale, bias(&t, j)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Deterministic values in [-1, 1).
+    fn values(n: usize, seed: usize) -> Vec<f32> {
+        (0..n)
+            .map(|i| (((i + seed) * 2_654_435_761usize) % 2000) as f32 / 1000.0 - 1.0)
+            .collect()
+    }
+
+    fn reference(x: &[f32], w: &[f32], b: &[f32], (m, n, k): (usize, usize, usize)) -> Vec<f64> {
+        let mut out = vec![0f64; m * n];
+        for r in 0..m {
+            for c in 0..n {
+                let dot: f64 = (0..k)
+                    .map(|i| x[r * k + i] as f64 * w[c * k + i] as f64)
+                    .sum();
+                out[r * n + c] = dot + b[c] as f64;
+            }
+        }
+        out
+    }
+
+    fn run(
+        p: Precision,
+        isa: Isa,
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        (m, n, k): (usize, usize, usize),
+    ) -> Vec<f32> {
+        let l = Linear::new(w, (n, k), Some(b), p, isa).unwrap();
+        let mut out = vec![f32::NAN; m * n];
+        l.forward(x, m, &mut out);
+        out
+    }
+
+    fn isas() -> Vec<Isa> {
+        let best = Isa::detect().unwrap();
+        [Isa::Portable, Isa::Avx2, Isa::Avx512]
+            .into_iter()
+            .filter(|&i| i <= best)
+            .collect()
+    }
+
+    /// Odd shapes: partial row tiles, partial panels, k not a multiple of the packing unit,
+    /// and more rows than one parallel task.
+    const SHAPES: [(usize, usize, usize); 6] = [
+        (1, 1, 1),
+        (5, 33, 7),
+        (13, 64, 30),
+        (25, 70, 45),
+        (200, 40, 19),
+        (97, 32, 384),
+    ];
+
+    #[test]
+    fn f32_kernels_match_a_float64_reference_on_every_isa() {
+        for (i, &shape) in SHAPES.iter().enumerate() {
+            let (m, n, k) = shape;
+            let (x, w, b) = (values(m * k, i), values(n * k, i + 7), values(n, i + 3));
+            let want = reference(&x, &w, &b, shape);
+            for isa in isas() {
+                let got = run(Precision::F32, isa, &x, &w, &b, shape);
+                for (g, e) in got.iter().zip(&want) {
+                    assert!(
+                        (*g as f64 - e).abs() < 1e-5 * (k as f64).sqrt(),
+                        "{isa:?} {shape:?}: {g} vs {e}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn low_precision_kernels_equal_their_portable_reference() {
+        let best = Isa::detect().unwrap();
+        for p in [Precision::BF16, Precision::Int8] {
+            if best < Isa::Avx512 || p.check(best).is_err() {
+                eprintln!("skipping the AVX-512 {p:?} kernel: not on this CPU");
+                continue;
+            }
+            for (i, &shape) in SHAPES.iter().enumerate() {
+                let (m, n, k) = shape;
+                let (x, w, b) = (values(m * k, i), values(n * k, i + 7), values(n, i + 3));
+                let fast = run(p, Isa::Avx512, &x, &w, &b, shape);
+                let slow = run(p, Isa::Portable, &x, &w, &b, shape);
+                for (f, s) in fast.iter().zip(&slow) {
+                    // int8 sums are exact integers; bf16 products are exact in f32, only the
+                    // order of the f32 additions differs.
+                    let tol = if p == Precision::Int8 {
+                        1e-6
+                    } else {
+                        1e-5 * k as f32
+                    };
+                    assert!(
+                        (f - s).abs() <= tol * (1.0 + s.abs()),
+                        "{p:?} {shape:?}: {f} vs {s}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn low_precision_stays_close_to_float64() {
+        let shape = (64, 96, 384);
+        let (m, n, k) = shape;
+        let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+        let want = reference(&x, &w, &b, shape);
+        let scale = (k as f64).sqrt() * 0.6; // typical magnitude of a dot of k values in [-1, 1)
+        for (p, tol) in [(Precision::BF16, 0.01), (Precision::Int8, 0.02)] {
+            let got = run(p, Isa::Portable, &x, &w, &b, shape);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, e)| (*g as f64 - e).abs())
+                .fold(0.0, f64::max);
+            assert!(
+                worst < tol * scale,
+                "{p:?}: error {worst} against magnitude {scale}"
+            );
+        }
+    }
+
+    #[test]
+    fn rows_do_not_depend_on_their_batch() {
+        let (n, k) = (50, 40);
+        let (x, w, b) = (values(300 * k, 5), values(n * k, 6), values(n, 7));
+        for isa in isas() {
+            let all = run(Precision::F32, isa, &x, &w, &b, (300, n, k));
+            let one = run(Precision::F32, isa, &x[123 * k..124 * k], &w, &b, (1, n, k));
+            assert_eq!(&all[123 * n..124 * n], &one[..], "{isa:?}");
+        }
+    }
+
+    #[test]
+    fn bf16_rounds_to_nearest_even() {
+        assert_eq!(to_bf16(1.0), 0x3F80);
+        assert_eq!(from_bf16(to_bf16(1.0 + 1.0 / 256.0)), 1.0); // tie, even stays
+        assert_eq!(from_bf16(to_bf16(1.0 + 3.0 / 256.0)), 1.0 + 4.0 / 256.0); // tie, rounds up to even
+        assert!(from_bf16(to_bf16(f32::NAN)).is_nan());
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use super::ops::{self, QkvLayout};
 use super::{weights, Isa, Linear, Precision, Workspace};
 use crate::encoder::llama::LlamaConfig;
-use crate::encoder::Attention;
+use crate::encoder::{Attention, Pooling};
 
 struct Layer {
     qkv: Linear,
@@ -56,8 +56,14 @@ impl Llama {
         self.cfg.hidden_size
     }
 
-    /// Final hidden states `[tokens, hidden]` (after the last RMSNorm), texts concatenated.
-    pub fn forward(&self, texts: &[&[u32]], attention: Attention) -> Result<Vec<f32>> {
+    /// One pooled vector per text (from the hidden states after the last RMSNorm).
+    pub fn embed(
+        &self,
+        texts: &[&[u32]],
+        attention: Attention,
+        pooling: Pooling,
+        normalize: bool,
+    ) -> Result<Vec<Vec<f32>>> {
         let c = &self.cfg;
         let (h, hd, eps) = (c.hidden_size, c.head_dim(), c.rms_norm_eps as f32);
         let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
@@ -107,9 +113,9 @@ impl Llama {
             l.down.forward(act, t, normed);
             ops::add(self.isa, x, normed);
         }
-        let mut out = vec![0f32; t * h];
-        ops::rms_norm(self.isa, x, &mut out, &self.norm, eps);
-        Ok(out)
+        let out = Workspace::take(&mut w.proj, t * h);
+        ops::rms_norm(self.isa, x, out, &self.norm, eps);
+        Ok(super::pool(out, h, texts, pooling, normalize))
     }
 
     /// cos / sin `[tokens, head_dim / 2]`; positions count from 0 in each text, and the angle
@@ -149,15 +155,22 @@ impl Layer {
             h,
             cfg.mlp_bias,
         )?;
-        let single = |vb: VarBuilder, n: usize, k: usize, bias: bool| -> Result<Linear> {
+        let single_as = |vb: VarBuilder, n: usize, k: usize, bias: bool, p| -> Result<Linear> {
             let (w, b) = stack(&vb, &[("", n)], k, bias)?;
             Linear::new(&w, (n, k), b.as_deref(), p, isa)
         };
+        let single = |vb, n, k, bias| single_as(vb, n, k, bias, p);
         Ok(Self {
             qkv: Linear::new(&qkv_w, ((nh + 2 * nkv) * hd, h), qkv_b.as_deref(), p, isa)?,
             o: single(a.pp("o_proj"), h, nh * hd, cfg.attention_bias)?,
             gate_up: Linear::new(&gu_w, (2 * inter, h), gu_b.as_deref(), p, isa)?,
-            down: single(m.pp("down_proj"), h, inter, cfg.mlp_bias)?,
+            down: single_as(
+                m.pp("down_proj"),
+                h,
+                inter,
+                cfg.mlp_bias,
+                p.for_down_projection(),
+            )?,
             input_norm: weights(&l, "input_layernorm.weight", &[h])?,
             post_norm: weights(&l, "post_attention_layernorm.weight", &[h])?,
         })

@@ -7,6 +7,7 @@
 
 use rayon::prelude::*;
 
+use super::linear::PackedB;
 use super::Isa;
 
 /// Define `pub fn name(isa, args)` that runs the body compiled for AVX-512, AVX2 or baseline.
@@ -212,23 +213,19 @@ simd_fn! {
 simd_fn! {
     /// Softmax of one row, in place.
     pub fn softmax(x: &mut [f32]) {
-        let m = max(x);
-        for v in x.iter_mut() {
-            *v = exp(*v - m);
-        }
-        let inv = 1.0 / sum(x);
-        for v in x.iter_mut() {
-            *v *= inv;
-        }
+        softmax_row(x)
     }
 }
 
-simd_fn! {
-    /// `y += a * x`.
-    pub fn axpy(a: f32, x: &[f32], y: &mut [f32]) {
-        for (y, x) in y.iter_mut().zip(x) {
-            *y += a * x;
-        }
+#[inline(always)]
+fn softmax_row(x: &mut [f32]) {
+    let m = max(x);
+    for v in x.iter_mut() {
+        *v = exp(*v - m);
+    }
+    let inv = 1.0 / sum(x);
+    for v in x.iter_mut() {
+        *v *= inv;
     }
 }
 
@@ -267,10 +264,13 @@ impl QkvLayout {
     }
 }
 
+/// Query rows whose scores are held at once per (text, head): memory stays
+/// `rows x length`, not `length x length`.
+const QUERY_BLOCK: usize = 128;
+
 /// Exact softmax attention of each text (`spans`: its first row and length in `qkv`) with
 /// itself, no padding anywhere; writes `[tokens, heads * head_dim]` into `out`. One task per
-/// (text, head); scores are one row at a time, so memory does not grow with the square of
-/// the length.
+/// (text, head); both products run on the matmul kernels, keys and values packed per head.
 pub fn attention(isa: Isa, qkv: &[f32], lay: QkvLayout, spans: &[(usize, usize)], out: &mut [f32]) {
     let width = lay.heads * lay.head_dim;
     assert_eq!(out.len(), qkv.len() / lay.stride * width);
@@ -278,73 +278,78 @@ pub fn attention(isa: Isa, qkv: &[f32], lay: QkvLayout, spans: &[(usize, usize)]
     let tasks: Vec<(usize, usize)> = (0..spans.len())
         .flat_map(|s| (0..lay.heads).map(move |h| (s, h)))
         .collect();
-    tasks.par_iter().for_each_init(
-        || Scratch::default(),
-        |scratch, &(s, h)| {
+    tasks
+        .par_iter()
+        .for_each_init(Scratch::default, |scratch, &(s, h)| {
             let (start, len) = spans[s];
-            let out_ptr = &out_ptr;
-            let write = |row: usize, vals: &[f32]| {
-                // SAFETY: (text, head) pairs write disjoint `head_dim` slices of `out`.
-                unsafe {
-                    let at = out_ptr.0.add((start + row) * width + h * lay.head_dim);
-                    std::ptr::copy_nonoverlapping(vals.as_ptr(), at, vals.len());
-                }
-            };
-            head_attention(isa, qkv, lay, start, len, h, scratch, write);
-        },
-    );
+            // SAFETY: this (text, head) writes only its rows' `head_dim` columns of head `h`.
+            let dst = unsafe { out_ptr.get().add(start * width + h * lay.head_dim) };
+            head_attention(isa, qkv, lay, (start, len, h), scratch, (dst, width));
+        });
 }
 
 struct SyncPtr(*mut f32);
+
+impl SyncPtr {
+    fn get(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 unsafe impl Sync for SyncPtr {}
 unsafe impl Send for SyncPtr {}
 
 #[derive(Default)]
 struct Scratch {
-    /// Keys transposed, `[head_dim][len]`, so a query's scores are `head_dim` axpys.
-    kt: Vec<f32>,
+    keys: PackedB,
+    values: PackedB,
     scores: Vec<f32>,
-    q: Vec<f32>,
-    o: Vec<f32>,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// One head of one text (`at` = first row, length, head), written to `dst` (rows `ld` apart).
 fn head_attention(
     isa: Isa,
     qkv: &[f32],
     lay: QkvLayout,
-    start: usize,
-    len: usize,
-    h: usize,
+    (start, len, h): (usize, usize, usize),
     s: &mut Scratch,
-    mut write: impl FnMut(usize, &[f32]),
+    (dst, ld): (*mut f32, usize),
 ) {
     let d = lay.head_dim;
     let kvh = h / (lay.heads / lay.kv_heads);
-    let row = |t: usize, off: usize| &qkv[(start + t) * lay.stride + off..][..d];
-    s.kt.resize(d * len, 0.0);
-    for t in 0..len {
-        for (c, &v) in row(t, lay.k(kvh)).iter().enumerate() {
-            s.kt[c * len + t] = v;
+    let at = |t: usize, off: usize| qkv[(start + t) * lay.stride + off];
+    let (k_off, v_off) = (lay.k(kvh), lay.v(kvh));
+    s.keys.pack(len, d, |j, c| at(j, k_off + c));
+    s.values.pack(d, len, |c, j| at(j, v_off + c));
+    let scale = 1.0 / (d as f32).sqrt();
+    for i0 in (0..len).step_by(QUERY_BLOCK) {
+        let rows = QUERY_BLOCK.min(len - i0);
+        s.scores.resize(rows * len, 0.0);
+        let q = &qkv[(start + i0) * lay.stride + lay.q(h)..];
+        // SAFETY: `scores` holds rows x len; `dst` rows belong to this task (see `attention`).
+        unsafe {
+            s.keys
+                .product(isa, q, lay.stride, rows, s.scores.as_mut_ptr(), len);
+        }
+        for (r, row) in s.scores.chunks_exact_mut(len).enumerate() {
+            let keys = if lay.causal { i0 + r + 1 } else { len };
+            scaled_softmax(isa, &mut row[..keys], scale);
+            row[keys..].fill(0.0);
+        }
+        unsafe {
+            s.values
+                .product(isa, &s.scores, len, rows, dst.add(i0 * ld), ld);
         }
     }
-    let scale = 1.0 / (d as f32).sqrt();
-    for i in 0..len {
-        let keys = if lay.causal { i + 1 } else { len };
-        s.q.clear();
-        s.q.extend(row(i, lay.q(h)).iter().map(|v| v * scale));
-        s.scores.clear();
-        s.scores.resize(keys, 0.0);
-        for c in 0..d {
-            axpy(isa, s.q[c], &s.kt[c * len..c * len + keys], &mut s.scores);
+}
+
+simd_fn! {
+    /// `x = softmax(x * scale)` for one row of scores.
+    pub fn scaled_softmax(x: &mut [f32], scale: f32) {
+        for v in x.iter_mut() {
+            *v *= scale;
         }
-        softmax(isa, &mut s.scores);
-        s.o.clear();
-        s.o.resize(d, 0.0);
-        for (j, &p) in s.scores.iter().enumerate() {
-            axpy(isa, p, row(j, lay.v(kvh)), &mut s.o);
-        }
-        write(i, &s.o);
+        softmax_row(x);
     }
 }
 
