@@ -48,7 +48,7 @@ impl BertConfig {
         {
             return Some(format!("position_embedding_type {p:?}"));
         }
-        if self.num_attention_heads == 0 || self.hidden_size % self.num_attention_heads != 0 {
+        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
             return Some("hidden_size not a multiple of num_attention_heads".into());
         }
         None
