@@ -2,8 +2,8 @@
 """Benchmarks that print figures (never run by the test suite). Standard library only; the
 sentence-transformers side runs in the venv made by scripts/bench-venv.sh.
 
-  python3 scripts/bench.py encode   # MiniLM: exemplar vs sentence-transformers on the same
-                                    # 2,000 MATH problems, plus SmolLM2-135M (Llama) tokens/s
+  python3 scripts/bench.py encode   # MiniLM: exemplar (f32, bf16, int8, candle) vs sentence-transformers on the same
+                                    # 2,000 MATH problems; SmolLM2-135M vs transformers LlamaModel on 300
   python3 scripts/bench.py extract  # extraction pipeline vs the encoder alone over all MATH
                                     # problems, and peak RSS at 2,000 and 12,500 rows
 
@@ -71,41 +71,70 @@ def machine():
     return f"{os.cpu_count()} cores, {cpu}, {platform.system()} {platform.release()}"
 
 
-def run_exemplar_encode(model, texts, extra=()):
+def run_exemplar_encode(model, texts, extra=(), env=None):
     out = Path(texts).with_suffix(".out.jsonl")
     p = sh(str(EMBED), "encode", "--model", str(model), "--input", str(texts), "--output", str(out),
-           "--quiet", "--summary-json", *extra, capture_output=True, text=True)
+           "--quiet", "--summary-json", *extra, capture_output=True, text=True,
+           env={**os.environ, **(env or {})})
     return json.loads(p.stderr.strip().splitlines()[-1])
 
 
-def run_st(texts):
+def run_python(script, model, texts):
     py = CACHE / "venv/bin/python"
-    p = sh(str(py), str(REPO / "scripts/bench_sentence_transformers.py"), "--model", str(MINILM),
-           "--input", str(texts), "--batch-size", "32", capture_output=True, text=True)
+    p = sh(str(py), str(REPO / "scripts" / script), "--model", str(model), "--input", str(texts),
+           "--batch-size", "32", capture_output=True, text=True)
     return json.loads(p.stdout.strip().splitlines()[-1])
+
+
+def cpu_supports(flag):
+    try:
+        return flag in open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+
+
+def contenders(model, peer_script):
+    """(label, run) pairs for one model: the CPU engine in each precision the CPU has, candle's
+    CPU backend, and the Python peer."""
+    runs = [("exemplar f32 (CPU engine)", lambda t: run_exemplar_encode(model, t))]
+    if cpu_supports("avx512_bf16"):
+        runs.append(("exemplar bf16", lambda t: run_exemplar_encode(model, t, ("--dtype", "bf16"))))
+        if cpu_supports("avx512_vnni"):
+            runs.append(("exemplar int8", lambda t: run_exemplar_encode(model, t, ("--dtype", "int8"))))
+    runs.append(("exemplar f32, candle backend", lambda t: run_exemplar_encode(model, t, env={"EXEMPLAR_CPU_ENGINE": "candle"})))
+    runs.append((peer_script[1], lambda t: run_python(peer_script[0], model, t)))
+    return runs
+
+
+def table(title, n, runs, repeats, texts):
+    results = {label: [] for label, _ in runs}
+    for _ in range(repeats):  # interleaved, so drifting machine load hits all alike
+        for label, run in runs:
+            results[label].append(run(texts))
+    peer = runs[-1][0]
+    med = {k: statistics.median(r["texts_per_s"] for r in v) for k, v in results.items()}
+    print(f"\n{title}\n")
+    print(f"| encoder | texts | tokens | texts/s | tokens/s | vs {peer} |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for label, rs in results.items():
+        tok = statistics.median(r["tokens_per_s"] for r in rs)
+        print(f"| {label} | {n} | {rs[0]['tokens']} | {med[label]:.1f} | {tok:.0f} | {med[label] / med[peer]:.2f}x |")
+    return results
 
 
 def bench_encode(args):
     setup(need_torch=True)
+    print(f"machine: {machine()}; {args.repeats} interleaved runs each, median")
     with tempfile.TemporaryDirectory() as tmp:
         texts = texts_file(2000, tmp)
-        ours, theirs = [], []
-        for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
-            ours.append(run_exemplar_encode(MINILM, texts))
-            theirs.append(run_st(texts))
-        o = statistics.median(r["texts_per_s"] for r in ours)
-        t = statistics.median(r["texts_per_s"] for r in theirs)
-        ot = statistics.median(r["tokens_per_s"] for r in ours)
-        tt = statistics.median(r["tokens_per_s"] for r in theirs)
+        bert = table("all-MiniLM-L6-v2, 2,000 MATH problems", 2000,
+                     contenders(MINILM, ("bench_sentence_transformers.py", "sentence-transformers (PyTorch)")),
+                     args.repeats, texts)
         small = texts_file(300, tmp)
-        llama = run_exemplar_encode(SMOLLM, small)
-    print(f"machine: {machine()}; {args.repeats} interleaved runs each, median\n")
-    print("| encoder | texts | tokens | texts/s | tokens/s | vs sentence-transformers |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print(f"| exemplar, all-MiniLM-L6-v2 (candle, f32) | 2000 | {ours[0]['tokens']} | {o:.1f} | {ot:.0f} | {o / t:.2f}x |")
-    print(f"| sentence-transformers {theirs[0].get('torch_version', '')}, batch 32 | 2000 | {theirs[0]['tokens']} | {t:.1f} | {tt:.0f} | 1.00x |")
-    print(f"| exemplar, SmolLM2-135M (Llama, causal+last, f32) | 300 | {llama['tokens']} | {llama['texts_per_s']:.1f} | {llama['tokens_per_s']:.0f} | |")
-    print("\nall runs:", json.dumps({"exemplar": ours, "sentence_transformers": theirs}))
+        llama = table("SmolLM2-135M (Llama: causal attention, last-token pooling), 300 MATH problems", 300,
+                      contenders(SMOLLM, ("bench_torch_llama.py", "transformers LlamaModel (PyTorch)")),
+                      args.repeats, small)
+    print("\nall runs:", json.dumps({"minilm": bert, "smollm2": llama}))
 
 
 def peak_rss_run(cmd):
