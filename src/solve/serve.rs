@@ -36,7 +36,7 @@ pub(super) fn session(
         bail!("--serve answers problems; it cannot be a --dry-run");
     }
     let end = cfg.time_budget.map(|b| cfg.started + b);
-    let arm = loaded.arm(cfg, &[], "rag", &cfg.rag, end, false)?;
+    let arm = loaded.arm(cfg, &[], "rag", &cfg.rag, end, false, progress)?;
     let done = trace::finished(&cfg.traces, arm.name, &arm.key)?;
     let mut log = TraceLog::open(&cfg.traces)?;
     let session = format!("{}-{}", std::process::id(), unix_seconds());
