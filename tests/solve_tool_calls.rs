@@ -289,6 +289,16 @@ fn max_tool_calls_is_honoured_on_the_tool_call_path() {
     // A model that calls the tool every turn and never stops on its own.
     let server = MockServer::start(|req, _| {
         let k = tool_messages(req).len();
+        if k == 1 {
+            // A server that ignores "stream": the call arrives in `message.tool_calls`.
+            return Reply::Raw(
+                json!({"choices": [{"index": 0, "finish_reason": "tool_calls",
+                "message": {"role": "assistant", "content": "try 1, maybe \\boxed{11}\n",
+                "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "python",
+                "arguments": "{\"code\": \"print('ran')\"}"}}]}}]})
+                .to_string(),
+            );
+        }
         stream(vec![
             delta(Some(&format!("try {k}, maybe \\boxed{{11}}\n")), None),
             whole_call(0, &format!("c{k}"), "python", r#"{"code": "print('ran')"}"#),
@@ -302,6 +312,7 @@ fn max_tool_calls_is_honoured_on_the_tool_call_path() {
     assert_eq!(reqs.len(), 4);
     let answers = tool_messages(&reqs[3]);
     assert_eq!(answers.len(), 3);
+    assert_eq!(answers[1]["tool_call_id"], "c1");
     assert_eq!(answers[1]["content"], "ran");
     let limit = answers[2]["content"].as_str().unwrap();
     assert!(

@@ -131,9 +131,10 @@ pub struct SolveArgs {
     pub device: Device,
     #[arg(long)]
     pub quiet: bool,
-    /// Let the model run code: `python` runs each complete ```python block in a per-sample
-    /// sandbox (persistent interpreter, time/memory/process limits, no network where the OS
-    /// allows) and shows it the output; `none` turns it off.
+    /// Let the model run code: `python` runs each complete ```python block (and, see
+    /// --tool-protocol, each OpenAI tool call) in a per-sample sandbox (persistent interpreter,
+    /// time/memory/process limits, no network where the OS allows) and shows it the output;
+    /// `none` turns it off.
     #[arg(long, default_value = "none", value_parser = ["none", "python"])]
     pub tools: String,
     /// How the model calls the sandbox: `openai` offers a `python` function as OpenAI `tools`
