@@ -144,7 +144,7 @@ pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
             let now = Instant::now();
             now + e.saturating_duration_since(now) / (arms.len() - i) as u32
         });
-        let arm = loaded.arm(cfg, &problems, name, spec, arm_end, i == 0, progress)?;
+        let arm = loaded.arm(cfg, &problems, name, spec, arm_end, i == 0)?;
         results.push((name.to_string(), spec.clone(), arm.run()?));
     }
     report(cfg, &problems, &results)
@@ -152,7 +152,7 @@ pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
 
 /// What a run loads once: the retriever (embedding model + index), the client, a launched
 /// server, the prompt budget and the sandbox report.
-struct Loaded {
+struct Loaded<'p> {
     retriever: Option<Retriever>,
     client: Client,
     _server: Option<launch::ServerGuard>,
@@ -162,10 +162,11 @@ struct Loaded {
     offer: Arc<ToolOffer>,
     /// Seconds spent loading the retriever.
     load_seconds: f64,
+    progress: &'p dyn Progress,
 }
 
-impl Loaded {
-    fn load(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Self> {
+impl<'p> Loaded<'p> {
+    fn load(cfg: &SolveConfig, progress: &'p dyn Progress) -> Result<Self> {
         // The retriever first: a launched server may claim the whole GPU.
         let start = Instant::now();
         let retriever = open_retriever(cfg, progress)?;
@@ -192,10 +193,10 @@ impl Loaded {
             sandbox,
             offer: ToolOffer::new(cfg.tool_protocol),
             load_seconds,
+            progress,
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn arm<'a>(
         &'a self,
         cfg: &'a SolveConfig,
@@ -204,7 +205,6 @@ impl Loaded {
         spec: &'a RagSpec,
         end: Option<Instant>,
         write_submission: bool,
-        progress: &'a dyn Progress,
     ) -> Result<Arm<'a>> {
         Ok(Arm {
             cfg,
@@ -219,7 +219,7 @@ impl Loaded {
             write_submission,
             sandbox: self.sandbox.as_ref(),
             offer: &self.offer,
-            progress,
+            progress: self.progress,
         })
     }
 }

@@ -29,14 +29,14 @@ pub struct ServeSpec {
 pub(super) fn session(
     cfg: &SolveConfig,
     spec: &ServeSpec,
-    loaded: &Loaded,
+    loaded: &Loaded<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
     if cfg.dry_run {
         bail!("--serve answers problems; it cannot be a --dry-run");
     }
     let end = cfg.time_budget.map(|b| cfg.started + b);
-    let arm = loaded.arm(cfg, &[], "rag", &cfg.rag, end, false, progress)?;
+    let arm = loaded.arm(cfg, &[], "rag", &cfg.rag, end, false)?;
     let done = trace::finished(&cfg.traces, arm.name, &arm.key)?;
     let mut log = TraceLog::open(&cfg.traces)?;
     let session = format!("{}-{}", std::process::id(), unix_seconds());

@@ -355,26 +355,26 @@ impl Run<'_> {
 
     /// Run one tool call, or say why not (limit reached, malformed): the record to keep.
     fn answer_call(&mut self, call: &RequestedCall) -> ToolCall {
-        let refusal = if self.tools_left() {
+        let code = if self.tools_left() {
             self.used += 1;
-            tool_calls::code_of(call).err()
+            tool_calls::code_of(call)
         } else {
             self.told_limit = true;
-            Some(format!(
+            Err(format!(
                 "the limit of {} tool calls for this problem was reached (--max-tool-calls); \
                  the code was not run. Give your final answer now.",
                 self.plan.max_tool_calls
             ))
         };
-        let mut record = match refusal {
-            Some(why) => ToolCall {
+        let mut record = match code {
+            Ok(code) => self.execute(code),
+            Err(why) => ToolCall {
                 code: tool_calls::traced_code(call),
                 output: format!("error: {why}"),
                 error: true,
                 rejected: true,
                 ..Default::default()
             },
-            None => self.execute(tool_calls::code_of(call).unwrap_or_default()),
         };
         record.protocol = "openai".into();
         record.id = Some(call.id.clone());
