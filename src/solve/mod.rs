@@ -14,8 +14,10 @@
 //! things once and answers problems read from stdin instead of `--input`.
 //!
 //! Modules: sample.rs (N samples, C in flight, early stop), tools.rs (rounds of one sample: code
-//! blocks, tool outputs, the thinking budget), sandbox.rs + sys.rs (the Python sandbox and its
-//! system calls), vote.rs (weights), trace.rs (trace lines, the resume key), client.rs (SSE).
+//! blocks, tool calls, tool outputs, the thinking budget), tool_calls.rs (--tool-protocol, the
+//! `tools` offer and its fallback, reading a call's code), sandbox.rs + sys.rs (the Python
+//! sandbox and its system calls), vote.rs (weights), trace.rs (trace lines, the resume key),
+//! client.rs (SSE, tool-call fragments).
 
 pub mod answer;
 pub mod client;
