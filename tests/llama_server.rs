@@ -305,3 +305,54 @@ fn long_examples_are_trimmed_to_a_small_context_without_overflow() {
         }
     }
 }
+
+/// `--tools python` offers OpenAI `tools` to llama-server: with its chat templates on (the
+/// default, `--jinja`) the requests are taken as they are; with `--no-jinja` it refuses them
+/// (HTTP 500 "tools param requires --jinja flag") and `auto` goes on with fenced blocks. Whether
+/// SmolLM2 calls the tool is its own business and not asserted.
+#[test]
+fn tools_are_accepted_with_jinja_and_auto_falls_back_without() {
+    for (flags, protocol) in [(&[][..], "openai"), (&["--no-jinja"][..], "auto")] {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = test_problems(tmp.path(), 1);
+        let server = LlamaServer::start(4096, 1, flags);
+        let o = solve(
+            tmp.path(),
+            &server.endpoint(),
+            &[
+                "--input",
+                input.to_str().unwrap(),
+                "--rag",
+                "k=0",
+                "--samples",
+                "1",
+                "--max-tokens",
+                "64",
+                "--temperature",
+                "0",
+                "--tools",
+                "python",
+                "--tool-protocol",
+                protocol,
+            ],
+        );
+        ok(&o);
+        let log = String::from_utf8_lossy(&o.stderr);
+        let t = &traces(tmp.path())[0];
+        let p = &t["tool_protocol"];
+        let s = &t["samples"][0];
+        assert_eq!(s["errors"], serde_json::json!([]), "{s:#}");
+        assert!(s["text"].is_string(), "{s:#}");
+        if flags.is_empty() {
+            assert_eq!(
+                (&p["tools_sent"], &p["refused"]),
+                (&true.into(), &None::<()>.into())
+            );
+            assert!(!log.contains("falling back"), "{log}");
+        } else {
+            assert_eq!(p["tools_sent"], false);
+            assert!(p["refused"].as_str().unwrap().contains("--jinja"), "{p}");
+            assert_eq!(log.matches("falling back to fenced").count(), 1, "{log}");
+        }
+    }
+}

@@ -131,12 +131,18 @@ pub struct SolveArgs {
     pub device: Device,
     #[arg(long)]
     pub quiet: bool,
-    /// Let the model run code: `python` runs each complete ```python block in a per-sample
-    /// sandbox (persistent interpreter, time/memory/process limits, no network where the OS
-    /// allows) and shows it the output; `none` turns it off.
+    /// Let the model run code: `python` runs each complete ```python block (and, see
+    /// --tool-protocol, each OpenAI tool call) in a per-sample sandbox (persistent interpreter,
+    /// time/memory/process limits, no network where the OS allows) and shows it the output;
+    /// `none` turns it off.
     #[arg(long, default_value = "none", value_parser = ["none", "python"])]
     pub tools: String,
-    /// Code blocks run per sample at most.
+    /// How the model calls the sandbox: `openai` offers a `python` function as OpenAI `tools`
+    /// and runs its tool calls; `fenced` runs ```python blocks in the text; `auto` does both,
+    /// and falls back to fenced blocks for the rest of the run if the server refuses `tools`.
+    #[arg(long, default_value = "auto", value_parser = ["auto", "openai", "fenced"])]
+    pub tool_protocol: String,
+    /// Code executions (blocks and tool calls) per sample at most.
     #[arg(long, default_value_t = 8)]
     pub max_tool_calls: usize,
     /// Characters of one tool output shown to the model (head and tail kept).
@@ -264,6 +270,10 @@ pub fn run(a: SolveArgs) -> Result<()> {
         device: a.device,
         sandbox: sandbox_config(&a)?,
         max_tool_calls: a.max_tool_calls,
+        tool_protocol: a
+            .tool_protocol
+            .parse()
+            .map_err(|e| anyhow::anyhow!("--tool-protocol {e}"))?,
         think_budget: a.think_budget,
         serve: a.serve.then_some(ServeSpec {
             expected_problems: a.expected_problems.max(1),

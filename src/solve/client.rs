@@ -15,10 +15,20 @@ use std::time::{Duration, Instant};
 /// Bytes read from one response at most: a 2 MB completion is fine, an endless stream is not.
 const MAX_RESPONSE_BYTES: u64 = 64 << 20;
 
+/// Tool calls one reply may carry: more are dropped (and counted), so a hostile stream cannot
+/// make a sample answer thousands of calls.
+pub const MAX_CALLS_PER_REPLY: usize = 32;
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Message {
     pub role: String,
     pub content: String,
+    /// An assistant turn's OpenAI tool calls.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<RequestedCall>,
+    /// A `tool` message: the call it answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_call_id: Option<String>,
 }
 
 impl Message {
@@ -26,8 +36,53 @@ impl Message {
         Self {
             role: role.into(),
             content: content.into(),
+            tool_calls: Vec::new(),
+            tool_call_id: None,
         }
     }
+
+    /// An assistant turn that ends in tool calls.
+    pub fn with_calls(content: impl Into<String>, calls: Vec<RequestedCall>) -> Self {
+        Self {
+            tool_calls: calls,
+            ..Self::new("assistant", content)
+        }
+    }
+
+    /// The answer to one tool call.
+    pub fn tool_result(call_id: &str, content: impl Into<String>) -> Self {
+        Self {
+            tool_call_id: Some(call_id.into()),
+            ..Self::new("tool", content)
+        }
+    }
+
+    /// Bytes of text the prompt carries for this message (content and tool-call arguments).
+    pub fn text_len(&self) -> usize {
+        let calls: usize = self
+            .tool_calls
+            .iter()
+            .map(|c| c.function.name.len() + c.function.arguments.len())
+            .sum();
+        self.content.len() + calls
+    }
+}
+
+/// A tool call as the model requested it, in the OpenAI shape
+/// (`{"id", "type": "function", "function": {"name", "arguments"}}`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct RequestedCall {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub function: FunctionCall,
+}
+
+/// `arguments` is the JSON text the model wrote, unparsed: it may be anything.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+pub struct FunctionCall {
+    pub name: String,
+    pub arguments: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -70,10 +125,20 @@ pub struct Completion {
     /// The caller's watcher stopped the stream (a code block to run, a spent budget).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub interrupted: bool,
+    /// OpenAI tool calls (`finish_reason: "tool_calls"`), assembled from their fragments.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tool_calls: Vec<RequestedCall>,
+    /// Tool calls beyond [`MAX_CALLS_PER_REPLY`], dropped.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dropped_calls: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Called after every streamed delta with the completion so far and the number of deltas that
-/// carried text (about one token each); returning true stops the stream there and returns what
+/// carried text or tool-call fragments (about one token each); returning true stops the stream there and returns what
 /// arrived as the completion (`interrupted`). A non-streamed reply is shown once, whole.
 pub type Watch<'a> = &'a mut dyn FnMut(&Completion, usize) -> bool;
 
@@ -98,6 +163,8 @@ pub struct Attempted {
     pub context_overflow: bool,
     /// Stopped on purpose (early stop or deadline) before the server finished.
     pub cancelled: bool,
+    /// The request offered `tools` and the server refused them (its message); not retried.
+    pub tools_refused: Option<String>,
 }
 
 #[derive(Debug)]
@@ -110,6 +177,9 @@ enum Failure {
     ContextLength(String),
     /// The caller no longer wants this sample.
     Cancelled,
+    /// The request offered `tools` and the server said it cannot take them (vLLM without
+    /// `--enable-auto-tool-choice`: 400; llama.cpp without `--jinja`: 500).
+    ToolsRefused(String),
 }
 
 impl Client {
@@ -147,13 +217,17 @@ impl Client {
         deadline: Instant,
         cancel: &AtomicBool,
     ) -> Attempted {
-        self.complete_watched(messages, sampling, deadline, cancel, &mut |_, _| false)
+        self.complete_watched(messages, None, sampling, deadline, cancel, &mut |_, _| {
+            false
+        })
     }
 
-    /// [`Client::complete`] with a watcher that may stop the stream early (see [`Watch`]).
+    /// [`Client::complete`] offering `tools` (an OpenAI tools array), with a watcher that may
+    /// stop the stream early (see [`Watch`]).
     pub fn complete_watched(
         &self,
         messages: &[Message],
+        tools: Option<&Value>,
         sampling: &Sampling,
         deadline: Instant,
         cancel: &AtomicBool,
@@ -174,7 +248,12 @@ impl Client {
             }
             out.attempts += 1;
             let timeout = left.min(self.request_timeout);
-            match self.attempt(messages, sampling, timeout, cancel, &mut *watch) {
+            let ask = Ask {
+                messages,
+                tools,
+                sampling,
+            };
+            match self.attempt(&ask, timeout, cancel, &mut *watch) {
                 Ok(c) => {
                     out.completion = Some(c);
                     break;
@@ -190,6 +269,10 @@ impl Client {
                 }
                 Err(Failure::Permanent(e)) => {
                     out.errors.push(e);
+                    break;
+                }
+                Err(Failure::ToolsRefused(e)) => {
+                    out.tools_refused = Some(e);
                     break;
                 }
                 Err(Failure::Transient(e)) => {
@@ -229,12 +312,16 @@ impl Client {
 
     fn attempt(
         &self,
-        messages: &[Message],
-        sampling: &Sampling,
+        ask: &Ask,
         timeout: Duration,
         cancel: &AtomicBool,
         watch: Watch,
     ) -> Result<Completion, Failure> {
+        let Ask {
+            messages,
+            tools,
+            sampling,
+        } = *ask;
         let mut body = serde_json::json!({
             "model": self.model,
             "messages": messages,
@@ -252,6 +339,10 @@ impl Client {
             body["continue_final_message"] = true.into();
             body["add_generation_prompt"] = false.into();
         }
+        if let Some(tools) = tools {
+            body["tools"] = tools.clone();
+            body["tool_choice"] = "auto".into();
+        }
         let mut req = Self::agent(timeout).post(&format!("{}/chat/completions", self.endpoint));
         if let Some(key) = &self.api_key {
             req = req.header("Authorization", &format!("Bearer {key}"));
@@ -267,7 +358,14 @@ impl Client {
             .is_some_and(|v| v.starts_with("text/event-stream"));
         let reader = resp.into_body().into_reader().take(MAX_RESPONSE_BYTES);
         if !(200..300).contains(&status) {
-            return Err(classify_status(status, &read_text(reader, status)?));
+            let text = read_text(reader, status)?;
+            return Err(match classify_status(status, &text) {
+                Failure::ContextLength(m) => Failure::ContextLength(m),
+                _ if tools.is_some() && is_tools_error(status, &text) => {
+                    Failure::ToolsRefused(format!("HTTP {status}: {}", clip(&text)))
+                }
+                f => f,
+            });
         }
         let completion = if event_stream {
             read_stream(BufReader::new(reader), cancel, watch)?
@@ -278,7 +376,10 @@ impl Client {
             c.interrupted = watch(&c, tokens.max(1));
             c
         };
-        if completion.content.trim().is_empty()
+        let mut completion = completion;
+        name_calls(&mut completion.tool_calls);
+        if completion.tool_calls.is_empty()
+            && completion.content.trim().is_empty()
             && completion
                 .reasoning
                 .as_deref()
@@ -327,6 +428,31 @@ impl Client {
         let text = resp.into_body().read_to_string().ok()?;
         serde_json::from_str(&text).ok()
     }
+}
+
+/// Give every call an id (a `tool` message must name the call it answers; some servers leave
+/// it out), unique within the process.
+fn name_calls(calls: &mut [RequestedCall]) {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for c in calls.iter_mut().filter(|c| c.id.is_empty()) {
+        c.id = format!("call_x{}", NEXT.fetch_add(1, Ordering::Relaxed));
+    }
+}
+
+/// One request's inputs.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    messages: &'a [Message],
+    tools: Option<&'a Value>,
+    sampling: &'a Sampling,
+}
+
+/// A refusal of the `tools` field: vLLM without `--enable-auto-tool-choice` ("\"auto\" tool
+/// choice requires --enable-auto-tool-choice and --tool-call-parser"), llama.cpp without
+/// `--jinja` ("tools param requires --jinja flag", a 500). Rate limits are not refusals.
+fn is_tools_error(status: u16, text: &str) -> bool {
+    let t = text.to_ascii_lowercase();
+    status >= 400 && !matches!(status, 408 | 429) && (t.contains("tool") || t.contains("jinja"))
 }
 
 fn read_text(mut reader: impl Read, status: u16) -> Result<String, Failure> {
@@ -405,6 +531,12 @@ fn parse_whole(text: &str) -> Result<Completion, Failure> {
         finish_reason: text_field(choice, "finish_reason"),
         ..Default::default()
     };
+    if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
+        let mut parts = CallParts::default();
+        for (i, call) in calls.iter().enumerate() {
+            parts.add(call, i as u64, &mut c);
+        }
+    }
     read_usage(&v, &mut c);
     Ok(c)
 }
@@ -417,6 +549,7 @@ fn read_stream(
     watch: Watch,
 ) -> Result<Completion, Failure> {
     let mut c = Completion::default();
+    let mut calls = CallParts::default();
     let mut events = 0;
     let mut line = Vec::new();
     loop {
@@ -464,7 +597,16 @@ fn read_stream(
         if let Some(f) = text_field(choice, "finish_reason") {
             c.finish_reason = Some(f);
         }
-        if c.content.len() + c.reasoning.as_deref().map_or(0, str::len) > before {
+        let mut fragments = false;
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            fragments |= calls.add(call, calls.next_index(call), &mut c);
+        }
+        if fragments || c.content.len() + c.reasoning.as_deref().map_or(0, str::len) > before {
             events += 1;
             if watch(&c, events) {
                 c.interrupted = true;
@@ -473,6 +615,69 @@ fn read_stream(
         }
     }
     Ok(c)
+}
+
+/// Tool-call fragments of one reply, put together by their `index`: the id, type and name come
+/// once (usually first), the arguments in pieces; some servers send each call whole.
+#[derive(Default)]
+struct CallParts {
+    /// The `index` of each call in `Completion::tool_calls`, in order of first appearance.
+    indexes: Vec<u64>,
+}
+
+impl CallParts {
+    /// The index a fragment belongs to: its own, else a new call when it brings a new id, else
+    /// the last call.
+    fn next_index(&self, call: &Value) -> u64 {
+        if let Some(i) = call.get("index").and_then(Value::as_u64) {
+            return i;
+        }
+        let id = call.get("id").and_then(Value::as_str).unwrap_or("");
+        match self.indexes.last() {
+            Some(&last) if id.is_empty() => last,
+            Some(&last) => last + 1,
+            None => 0,
+        }
+    }
+
+    /// Merge one fragment into `c.tool_calls`; true when it was kept.
+    fn add(&mut self, call: &Value, index: u64, c: &mut Completion) -> bool {
+        let pos = match self.indexes.iter().position(|&i| i == index) {
+            Some(p) => p,
+            None if self.indexes.len() >= MAX_CALLS_PER_REPLY => {
+                c.dropped_calls += 1;
+                return false;
+            }
+            None => {
+                self.indexes.push(index);
+                c.tool_calls.push(RequestedCall {
+                    kind: "function".into(),
+                    ..Default::default()
+                });
+                self.indexes.len() - 1
+            }
+        };
+        let slot = &mut c.tool_calls[pos];
+        if let Some(id) = call.get("id").and_then(Value::as_str) {
+            if slot.id.is_empty() {
+                slot.id = id.to_string();
+            }
+        }
+        let f = call.get("function").unwrap_or(&Value::Null);
+        if let Some(name) = f.get("name").and_then(Value::as_str) {
+            // Some servers repeat the whole name in every fragment.
+            if slot.function.name != name {
+                slot.function.name.push_str(name);
+            }
+        }
+        match f.get("arguments") {
+            Some(Value::String(a)) => slot.function.arguments.push_str(a),
+            // A server that sends the arguments as an object: keep them as JSON text.
+            Some(v) if !v.is_null() => slot.function.arguments.push_str(&v.to_string()),
+            _ => {}
+        }
+        true
+    }
 }
 
 fn text_field(v: &Value, key: &str) -> Option<String> {
@@ -586,5 +791,85 @@ mod tests {
             read_stream("data: {}\n".as_bytes(), &AtomicBool::new(true), never),
             Err(Failure::Cancelled)
         ));
+    }
+
+    #[test]
+    fn tool_call_fragments_are_put_together_by_index() {
+        let ev = |calls: serde_json::Value| {
+            format!(
+                "data: {}\n\n",
+                serde_json::json!({"choices": [{"delta": {"tool_calls": calls}}]})
+            )
+        };
+        let sse = [
+            ev(serde_json::json!([{"index": 0, "id": "a", "type": "function",
+                "function": {"name": "python", "arguments": ""}}])),
+            ev(serde_json::json!([{"index": 0, "function": {"arguments": "{\"code\": "}}])),
+            // A second call, whole, interleaved; an index far out of range is only a key.
+            ev(serde_json::json!([{"index": 4000000000u64, "id": "b",
+                "function": {"name": "python", "arguments": {"code": "2"}}}])),
+            ev(serde_json::json!([{"index": 0, "function": {"name": "python", "arguments": "\"1\"}"}}])),
+            "data: {\"choices\":[{\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n".into(),
+        ]
+        .concat();
+        let mut events = 0;
+        let c = read_stream(sse.as_bytes(), &AtomicBool::new(false), &mut |_, n| {
+            events = n;
+            false
+        })
+        .unwrap();
+        assert_eq!(events, 4, "tool-call fragments count as deltas");
+        assert_eq!(c.finish_reason.as_deref(), Some("tool_calls"));
+        let got: Vec<(&str, &str, &str)> = c
+            .tool_calls
+            .iter()
+            .map(|t| {
+                (
+                    t.id.as_str(),
+                    t.function.name.as_str(),
+                    t.function.arguments.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("a", "python", "{\"code\": \"1\"}"),
+                ("b", "python", "{\"code\":\"2\"}")
+            ]
+        );
+    }
+
+    #[test]
+    fn too_many_calls_are_dropped_and_ids_filled_in() {
+        let calls: Vec<_> = (0..MAX_CALLS_PER_REPLY + 5)
+            .map(|i| serde_json::json!({"index": i, "function": {"name": "python", "arguments": "{}"}}))
+            .collect();
+        let sse = format!(
+            "data: {}\n\n",
+            serde_json::json!({"choices": [{"delta": {"tool_calls": calls}}]})
+        );
+        let mut c =
+            read_stream(sse.as_bytes(), &AtomicBool::new(false), &mut |_, _| false).unwrap();
+        assert_eq!(
+            (c.tool_calls.len(), c.dropped_calls),
+            (MAX_CALLS_PER_REPLY, 5)
+        );
+        name_calls(&mut c.tool_calls);
+        let ids: std::collections::BTreeSet<_> = c.tool_calls.iter().map(|t| &t.id).collect();
+        assert_eq!(ids.len(), MAX_CALLS_PER_REPLY, "unique ids");
+        let whole = parse_whole(
+            r#"{"choices":[{"message":{"content":null,"tool_calls":[{"id":"z","type":"function","function":{"name":"python","arguments":"{\"code\":\"1\"}"}}]},"finish_reason":"tool_calls"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(whole.tool_calls[0].id, "z");
+        assert_eq!(whole.tool_calls[0].function.arguments, r#"{"code":"1"}"#);
+        assert!(is_tools_error(500, "tools param requires --jinja flag"));
+        assert!(is_tools_error(
+            400,
+            "\"auto\" tool choice requires --enable-auto-tool-choice"
+        ));
+        assert!(!is_tools_error(429, "too many tool requests"));
+        assert!(!is_tools_error(400, "Expected 'messages' to be an array"));
     }
 }

@@ -80,8 +80,14 @@ impl PromptBudget {
             Counter::Tokenizer(t) => {
                 let mut n = 0;
                 for m in messages {
+                    // Tool calls' names and arguments are prompt text too.
+                    let calls = m
+                        .tool_calls
+                        .iter()
+                        .map(|c| format!("{} {}", c.function.name, c.function.arguments));
+                    let text: String = std::iter::once(m.content.clone()).chain(calls).collect();
                     let enc = t
-                        .encode(m.content.as_str(), false)
+                        .encode(text.as_str(), false)
                         .map_err(|e| anyhow::anyhow!("counting tokens: {e}"))?;
                     n += enc.len() + per_message;
                 }
@@ -91,7 +97,7 @@ impl PromptBudget {
             Counter::LlamaCppServer => llama_cpp_count(&self.client, messages),
             Counter::Estimate => Ok(messages
                 .iter()
-                .map(|m| m.content.len() / 2 + per_message)
+                .map(|m| m.text_len() / 2 + per_message)
                 .sum()),
         }
     }

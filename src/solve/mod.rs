@@ -14,8 +14,10 @@
 //! things once and answers problems read from stdin instead of `--input`.
 //!
 //! Modules: sample.rs (N samples, C in flight, early stop), tools.rs (rounds of one sample: code
-//! blocks, tool outputs, the thinking budget), sandbox.rs + sys.rs (the Python sandbox and its
-//! system calls), vote.rs (weights), trace.rs (trace lines, the resume key), client.rs (SSE).
+//! blocks, tool calls, tool outputs, the thinking budget), tool_calls.rs (--tool-protocol, the
+//! `tools` offer and its fallback, reading a call's code), sandbox.rs + sys.rs (the Python
+//! sandbox and its system calls), vote.rs (weights), trace.rs (trace lines, the resume key),
+//! client.rs (SSE, tool-call fragments).
 
 pub mod answer;
 pub mod client;
@@ -28,6 +30,7 @@ pub mod sample;
 pub mod sandbox;
 pub mod serve;
 mod sys;
+pub mod tool_calls;
 pub mod tools;
 pub mod trace;
 pub mod vote;
@@ -36,6 +39,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::progress::Progress;
@@ -45,6 +49,7 @@ use problems::Problem;
 use prompt::{Example, PromptBuilder, RagSpec};
 use retrieve::Retriever;
 use sample::{SamplePlan, Sampled};
+use tool_calls::{ToolOffer, ToolProtocol};
 use tools::ToolPlan;
 use trace::{Retrieved, RunKey, Trace, TraceLog, VoteEntry};
 
@@ -89,6 +94,8 @@ pub struct SolveConfig {
     /// `--tools python`: the sandbox every sample gets.
     pub sandbox: Option<sandbox::SandboxConfig>,
     pub max_tool_calls: usize,
+    /// `--tool-protocol`: OpenAI tool calls, fenced blocks, or both.
+    pub tool_protocol: tool_calls::ToolProtocol,
     /// `--think-budget N`: streamed tokens before the thinking is closed for it.
     pub think_budget: Option<usize>,
     /// `--serve`: answer problems read from stdin, one JSON line each.
@@ -140,25 +147,28 @@ pub fn run(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
             now + e.saturating_duration_since(now) / (arms.len() - i) as u32
         });
         let arm = loaded.arm(cfg, &problems, name, spec, arm_end, i == 0)?;
-        results.push((name.to_string(), spec.clone(), arm.run(progress)?));
+        results.push((name.to_string(), spec.clone(), arm.run()?));
     }
     report(cfg, &problems, &results)
 }
 
 /// What a run loads once: the retriever (embedding model + index), the client, a launched
 /// server, the prompt budget and the sandbox report.
-struct Loaded {
+struct Loaded<'p> {
     retriever: Option<Retriever>,
     client: Client,
     _server: Option<launch::ServerGuard>,
     budget: Option<PromptBudget>,
     sandbox: Option<sandbox::SandboxInfo>,
+    /// Whether `tools` is offered, shared by every sample and arm of the run.
+    offer: Arc<ToolOffer>,
     /// Seconds spent loading the retriever.
     load_seconds: f64,
+    progress: &'p dyn Progress,
 }
 
-impl Loaded {
-    fn load(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Self> {
+impl<'p> Loaded<'p> {
+    fn load(cfg: &SolveConfig, progress: &'p dyn Progress) -> Result<Self> {
         // The retriever first: a launched server may claim the whole GPU.
         let start = Instant::now();
         let retriever = open_retriever(cfg, progress)?;
@@ -183,7 +193,9 @@ impl Loaded {
             _server,
             budget,
             sandbox,
+            offer: ToolOffer::new(cfg.tool_protocol),
             load_seconds,
+            progress,
         })
     }
 
@@ -208,6 +220,8 @@ impl Loaded {
             end,
             write_submission,
             sandbox: self.sandbox.as_ref(),
+            offer: &self.offer,
+            progress: self.progress,
         })
     }
 }
@@ -306,6 +320,7 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
             tool: "python".into(),
             python: sb.python.display().to_string(),
             max_tool_calls: cfg.max_tool_calls,
+            protocol: cfg.tool_protocol.name().into(),
             output_chars: sb.output_chars,
             timeout_seconds: sb.timeout.as_secs_f64(),
             memory_mib: sb.memory_bytes >> 20,
@@ -379,6 +394,8 @@ struct Arm<'a> {
     end: Option<Instant>,
     write_submission: bool,
     sandbox: Option<&'a sandbox::SandboxInfo>,
+    offer: &'a Arc<ToolOffer>,
+    progress: &'a dyn Progress,
 }
 
 /// A problem's prompt, ready to send.
@@ -391,8 +408,8 @@ struct Prepared {
 }
 
 impl Arm<'_> {
-    fn run(&self, progress: &dyn Progress) -> Result<ArmResult> {
-        let cfg = self.cfg;
+    fn run(&self) -> Result<ArmResult> {
+        let (cfg, progress) = (self.cfg, self.progress);
         let mut done = match cfg.dry_run {
             true => BTreeMap::new(),
             false => trace::finished(&cfg.traces, self.name, &self.key)?,
@@ -538,6 +555,36 @@ impl Arm<'_> {
         }
         t.fit = prep.fit;
         self.record_vote(t, sampled);
+        self.record_protocol(t)
+    }
+
+    /// With `--tools python`: what was offered to the server and whether it refused; a refusal
+    /// is logged once, and stops the run under `--tool-protocol openai`.
+    fn record_protocol(&self, t: &mut Trace) -> Result<()> {
+        if self.cfg.sandbox.is_none() {
+            return Ok(());
+        }
+        let offer = self.offer;
+        let refused = offer.refused().map(str::to_string);
+        if let (ToolProtocol::Openai, Some(r)) = (offer.protocol, &refused) {
+            bail!(
+                "--tool-protocol openai: the server refused `tools` ({r}). Start vLLM with \
+                 --enable-auto-tool-choice --tool-call-parser <parser>, llama.cpp's llama-server \
+                 with --jinja, or use --tool-protocol auto (falls back to fenced blocks)"
+            );
+        }
+        if let Some(r) = offer.news() {
+            self.progress.log(&format!(
+                "tool calls: the server refused `tools` ({r}); falling back to fenced ```python \
+                 blocks for the rest of the run (vLLM needs --enable-auto-tool-choice \
+                 --tool-call-parser <parser>, llama.cpp --jinja)"
+            ));
+        }
+        t.tool_protocol = Some(trace::ToolProtocolInfo {
+            setting: offer.protocol.name().into(),
+            tools_sent: offer.tools().is_some(),
+            refused,
+        });
         Ok(())
     }
 
@@ -557,6 +604,7 @@ impl Arm<'_> {
                 sandbox: self.cfg.sandbox.clone(),
                 max_tool_calls: self.cfg.max_tool_calls,
                 think_budget: self.cfg.think_budget,
+                offer: self.offer.clone(),
             },
         };
         sample::sample_problem(self.client, &prep.messages, &plan)

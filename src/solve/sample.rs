@@ -286,10 +286,11 @@ fn overflow_marked(mut errors: Vec<String>, overflow: bool) -> Vec<String> {
 }
 
 /// Whether executed code backs the answer: it appears as a number in a tool output, or some
-/// code ran without error.
+/// code ran without error. Fenced blocks and tool calls count alike; calls that were not run
+/// (malformed, over the limit) do not count.
 fn checked_by_code(t: &SampleTrace, answer: u64) -> bool {
     let wanted = answer.to_string();
-    t.tool_calls.iter().any(|c| {
+    t.tool_calls.iter().filter(|c| !c.rejected).any(|c| {
         !c.error
             || c.output
                 .split(|ch: char| !ch.is_ascii_digit())

@@ -29,7 +29,7 @@ pub struct ServeSpec {
 pub(super) fn session(
     cfg: &SolveConfig,
     spec: &ServeSpec,
-    loaded: &Loaded,
+    loaded: &Loaded<'_>,
     progress: &dyn Progress,
 ) -> Result<()> {
     if cfg.dry_run {

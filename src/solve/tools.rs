@@ -5,6 +5,9 @@
 //! stream ─► a complete ```python block appears ─► cancel the stream ─► run it in the sample's
 //!   sandbox ─► append "```output ... ```" ─► resend with the assistant message so far as a
 //!   prefill ─► the model continues ... (at most --max-tool-calls times)
+//! stream ─► the reply ends in OpenAI tool calls (--tool-protocol auto|openai) ─► run each in
+//!   the same sandbox ─► append the assistant message with its tool_calls and one `tool`
+//!   message per call ─► request a new turn (no prefill) ... (the same --max-tool-calls)
 //! stream ─► N tokens and still thinking ─► cancel ─► resend with the thinking so far +
 //!   "</think>\n\nThe final answer is \boxed{" as a prefill and a few tokens to finish it
 //! ```
@@ -19,10 +22,12 @@
 
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::client::{Client, Completion, Message, Sampling};
+use super::client::{Attempted, Client, Completion, Message, RequestedCall, Sampling};
 use super::sandbox::{Sandbox, SandboxConfig};
+use super::tool_calls::{self, ToolOffer, ToolProtocol};
 
 /// What opens a code block to run (at the start of a line).
 const OPEN_FENCES: [&str; 3] = ["```python\n", "```py\n", "```python3\n"];
@@ -30,23 +35,42 @@ const OPEN_FENCES: [&str; 3] = ["```python\n", "```py\n", "```python3\n"];
 pub const CONCLUDE: &str = "\n</think>\n\nThe final answer is \\boxed{";
 /// max_tokens of the conclusion request: the rest of one integer and its brace.
 pub const CONCLUDE_TOKENS: usize = 48;
+/// Chat-template tokens around one added message (role tags, a tool call's JSON wrapper).
+const MESSAGE_TOKENS: usize = 16;
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct ToolPlan {
     /// Some with `--tools python`.
     pub sandbox: Option<SandboxConfig>,
     pub max_tool_calls: usize,
     /// Streamed tokens allowed before the thinking must close.
     pub think_budget: Option<usize>,
+    /// `--tool-protocol` and whether the server still takes `tools`.
+    pub offer: Arc<ToolOffer>,
 }
 
-/// One executed code block, as recorded in the trace.
+fn fenced() -> String {
+    "fenced".into()
+}
+
+/// One code execution (a fenced block or a tool call), as recorded in the trace.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
+    /// `fenced` (a ```python block) or `openai` (a tool call).
+    #[serde(default = "fenced")]
+    pub protocol: String,
+    /// A tool call's id and function name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
     pub code: String,
     /// What the model was shown (already cut to --tool-output-chars).
     pub output: String,
     pub error: bool,
+    /// Not run: malformed arguments, an unknown tool, or over --max-tool-calls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -59,7 +83,8 @@ pub struct ToolCall {
 /// A whole sample: every round's text joined into one assistant transcript.
 #[derive(Debug, Default)]
 pub struct Generated {
-    /// The assistant message as the model wrote it (thinking in `<think>`), tool outputs in.
+    /// The assistant turns as the model wrote them (thinking in `<think>`), with each code
+    /// execution's code and output.
     pub text: String,
     pub finish_reason: Option<String>,
     pub prompt_tokens: Option<u64>,
@@ -77,7 +102,12 @@ pub struct Generated {
 }
 
 enum Next {
+    /// A fenced block to run, continuing the same turn.
     Run(String),
+    /// Tool calls to answer, then a new turn.
+    Calls(Vec<RequestedCall>),
+    /// The server refused `tools`: ask again without them.
+    Again,
     Conclude,
     Done,
 }
@@ -93,6 +123,14 @@ struct Run<'a> {
     sandbox: Option<Sandbox>,
     /// Tokens generated so far (all rounds), plus an estimate for the tool outputs.
     tokens: usize,
+    /// After the prompt: assistant turns that ended in tool calls, and the tool results.
+    history: Vec<Message>,
+    /// The assistant turn so far (a prefill when the turn is continued after a fenced block).
+    turn: String,
+    /// Executions and tool calls counted against --max-tool-calls.
+    used: usize,
+    /// A tool call was answered "limit reached".
+    told_limit: bool,
 }
 
 pub fn generate(
@@ -116,10 +154,20 @@ pub fn generate(
         },
         sandbox: None,
         tokens: 0,
+        history: Vec::new(),
+        turn: String::new(),
+        used: 0,
+        told_limit: false,
     };
     loop {
         match run.round() {
-            Next::Run(code) => run.execute(code),
+            Next::Run(code) => run.run_block(code),
+            Next::Calls(calls) => {
+                if !run.answer_calls(calls) {
+                    break;
+                }
+            }
+            Next::Again => {}
             Next::Conclude => {
                 run.conclude();
                 break;
@@ -134,15 +182,27 @@ pub fn generate(
 
 impl Run<'_> {
     fn tools_left(&self) -> bool {
-        self.plan.sandbox.is_some() && self.out.tool_calls.len() < self.plan.max_tool_calls
+        self.plan.sandbox.is_some() && self.used < self.plan.max_tool_calls
+    }
+
+    /// The `tools` array to offer this round: with a sandbox, while the server takes them.
+    fn offered(&self) -> Option<&'static serde_json::Value> {
+        self.plan.sandbox.as_ref().and(self.plan.offer.tools())
     }
 
     fn request(&self, prefill: &str) -> Vec<Message> {
         let mut m = self.messages.to_vec();
+        m.extend(self.history.iter().cloned());
         if !prefill.is_empty() {
             m.push(Message::new("assistant", prefill));
         }
         m
+    }
+
+    /// Text for both the current turn and the transcript.
+    fn push_text(&mut self, text: &str) {
+        self.turn.push_str(text);
+        self.out.text.push_str(text);
     }
 
     /// One streamed request continuing the transcript; what to do next.
@@ -156,26 +216,41 @@ impl Run<'_> {
             max_tokens: left,
             ..self.sampling.clone()
         };
-        let prefill = self.out.text.clone();
-        let mut watcher = Watcher::new(&prefill, self.tools_left(), self.budget_left());
+        let prefill = self.turn.clone();
+        let fences = self.tools_left() && self.plan.offer.fenced();
+        let mut watcher = Watcher::new(&prefill, fences, self.budget_left());
         let a = self.client.complete_watched(
             &self.request(&prefill),
+            self.offered(),
             &sampling,
             self.deadline,
             self.cancel,
             &mut |c, events| watcher.stop(c, events),
         );
+        if let Some(reason) = &a.tools_refused {
+            return self.refused(reason, &a);
+        }
         // Only the first request's overflow means "fewer examples": a continuation that no
         // longer fits ends this sample with what it has.
-        let overflow = a.context_overflow && prefill.is_empty();
-        self.note(&a.errors, a.attempts, a.cancelled, overflow);
+        let first = prefill.is_empty() && self.history.is_empty();
+        self.note(
+            &a.errors,
+            a.attempts,
+            a.cancelled,
+            a.context_overflow && first,
+        );
         let Some(c) = a.completion else {
             return Next::Done;
         };
+        self.after_round(c, &prefill, &watcher)
+    }
+
+    /// What a completed round leads to: conclude, run a block, answer tool calls, or stop.
+    fn after_round(&mut self, c: Completion, prefill: &str, watcher: &Watcher) -> Next {
         self.out.nothing = false;
         self.out.rounds += 1;
         self.out.prompt_tokens = c.prompt_tokens.or(self.out.prompt_tokens);
-        let new = strip_echo(&prefill, &round_text(&c, open_think(&prefill))).to_string();
+        let new = strip_echo(prefill, &round_text(&c, open_think(prefill))).to_string();
         let used = match (c.interrupted, c.completion_tokens) {
             (false, Some(t)) => t as usize,
             _ => watcher.events.max(1),
@@ -183,18 +258,44 @@ impl Run<'_> {
         self.tokens += used;
         self.out.completion_tokens = Some(self.out.completion_tokens.unwrap_or(0) + used as u64);
         if watcher.over_budget {
-            self.out.text.push_str(&new);
+            self.push_text(&new);
             return Next::Conclude;
         }
-        if self.tools_left() {
+        if c.dropped_calls > 0 {
+            self.out.errors.push(format!(
+                "{} tool calls beyond {} in one reply were dropped",
+                c.dropped_calls,
+                super::client::MAX_CALLS_PER_REPLY
+            ));
+        }
+        if !c.interrupted && !c.tool_calls.is_empty() && self.plan.sandbox.is_some() {
+            self.push_text(&new);
+            self.out.finish_reason = c.finish_reason.clone();
+            return Next::Calls(c.tool_calls);
+        }
+        if self.tools_left() && self.plan.offer.fenced() {
             if let Some((code, end)) = find_block(&new) {
-                self.out.text.push_str(&new[..end]);
+                self.push_text(&new[..end]);
                 return Next::Run(code);
             }
         }
-        self.out.text.push_str(&new);
+        self.push_text(&new);
         self.out.finish_reason = c.finish_reason.clone();
         Next::Done
+    }
+
+    /// The server refused `tools`: share that with the run; `auto` asks again without them,
+    /// `openai` ends the sample with the error (the run then stops).
+    fn refused(&mut self, reason: &str, a: &Attempted) -> Next {
+        self.plan.offer.refuse(reason.to_string());
+        self.note(&a.errors, a.attempts, a.cancelled, false);
+        if self.plan.offer.protocol == ToolProtocol::Openai {
+            self.out
+                .errors
+                .push(format!("the server refused `tools`: {reason}"));
+            return Next::Done;
+        }
+        Next::Again
     }
 
     /// Tokens the thinking may still use, when there is a budget.
@@ -211,63 +312,127 @@ impl Run<'_> {
         self.out.context_overflow |= overflow;
     }
 
-    /// Run a code block in the sample's sandbox (started on first use) and append its output.
-    fn execute(&mut self, code: String) {
-        let Some(cfg) = &self.plan.sandbox else {
-            return;
+    /// Run a fenced block and append its output to the turn, which the model then continues.
+    fn run_block(&mut self, code: String) {
+        self.used += 1;
+        let call = self.execute(code);
+        let block = format!("\n```output\n{}\n```\n", call.output);
+        // The output becomes prompt text the next round: count it against max_tokens too.
+        self.tokens += block.len() / 3;
+        self.push_text(&block);
+        self.out.tool_calls.push(call);
+    }
+
+    /// Answer every tool call of a turn in order (each counts against --max-tool-calls), as
+    /// the assistant message with its calls and one `tool` message per call; false when the
+    /// sample ends instead (the model called again after being told the limit was reached).
+    fn answer_calls(&mut self, calls: Vec<RequestedCall>) -> bool {
+        if self.told_limit {
+            self.out.errors.push(format!(
+                "the model kept calling tools after --max-tool-calls {} was reached; the sample \
+                 ends with its last turn",
+                self.plan.max_tool_calls
+            ));
+            return false;
+        }
+        let turn = std::mem::take(&mut self.turn);
+        self.history.push(Message::with_calls(turn, calls.clone()));
+        self.tokens += MESSAGE_TOKENS;
+        for call in calls {
+            let record = self.answer_call(&call);
+            let shown = format!(
+                "\n```python\n{}\n```\n```output\n{}\n```\n",
+                record.code, record.output
+            );
+            self.out.text.push_str(&shown);
+            self.tokens += record.output.len() / 3 + MESSAGE_TOKENS;
+            self.history
+                .push(Message::tool_result(&call.id, record.output.clone()));
+            self.out.tool_calls.push(record);
+        }
+        true
+    }
+
+    /// Run one tool call, or say why not (limit reached, malformed): the record to keep.
+    fn answer_call(&mut self, call: &RequestedCall) -> ToolCall {
+        let code = if self.tools_left() {
+            self.used += 1;
+            tool_calls::code_of(call)
+        } else {
+            self.told_limit = true;
+            Err(format!(
+                "the limit of {} tool calls for this problem was reached (--max-tool-calls); \
+                 the code was not run. Give your final answer now.",
+                self.plan.max_tool_calls
+            ))
         };
+        let mut record = match code {
+            Ok(code) => self.execute(code),
+            Err(why) => ToolCall {
+                code: tool_calls::traced_code(call),
+                output: format!("error: {why}"),
+                error: true,
+                rejected: true,
+                ..Default::default()
+            },
+        };
+        record.protocol = "openai".into();
+        record.id = Some(call.id.clone());
+        record.name = Some(call.function.name.clone());
+        record
+    }
+
+    /// Run code in the sample's sandbox (started on first use): the record, output cut and
+    /// never empty.
+    fn execute(&mut self, code: String) -> ToolCall {
+        let mut call = ToolCall {
+            protocol: fenced(),
+            ..Default::default()
+        };
+        let cancel = self.cancel;
+        let r = match self.sandbox() {
+            Ok(sb) => {
+                call.pgid = sb.pgid;
+                sb.run(&code, cancel)
+            }
+            Err(e) => super::sandbox::Executed {
+                text: format!("the Python sandbox could not start: {e}"),
+                error: true,
+                ..Default::default()
+            },
+        };
+        call.output = match r.text.trim().is_empty() {
+            true => "(no output: print() what you need)".to_string(),
+            false => r.text,
+        };
+        call.code = code;
+        call.error = r.error;
+        call.timed_out = r.timed_out;
+        call.restarted = r.restarted;
+        call.seconds = r.seconds;
+        call
+    }
+
+    /// The sample's sandbox, started on first use (a failure is recorded in the errors).
+    fn sandbox(&mut self) -> Result<&mut Sandbox, String> {
         if self.sandbox.is_none() {
+            let cfg = self.plan.sandbox.as_ref().ok_or("no --tools python")?;
             match Sandbox::start(cfg) {
                 Ok(s) => self.sandbox = Some(s),
                 Err(e) => {
                     self.out.errors.push(format!("sandbox: {e:#}"));
-                    self.append_output(
-                        code,
-                        format!("the Python sandbox could not start: {e}"),
-                        true,
-                        None,
-                    );
-                    return;
+                    return Err(e.to_string());
                 }
             }
         }
-        let Some(sb) = self.sandbox.as_mut() else {
-            return;
-        };
-        let pgid = sb.pgid;
-        let r = sb.run(&code, self.cancel);
-        let mut call = ToolCall {
-            pgid,
-            timed_out: r.timed_out,
-            restarted: r.restarted,
-            seconds: r.seconds,
-            ..Default::default()
-        };
-        call.error = r.error;
-        self.append_output(code, r.text, r.error, Some(call));
-    }
-
-    fn append_output(&mut self, code: String, text: String, error: bool, call: Option<ToolCall>) {
-        let shown = match text.trim().is_empty() {
-            true => "(no output: print() what you need)".to_string(),
-            false => text,
-        };
-        let block = format!("\n```output\n{shown}\n```\n");
-        // The output becomes prompt text the next round: count it against max_tokens too.
-        self.tokens += block.len() / 3;
-        self.out.text.push_str(&block);
-        let mut call = call.unwrap_or_default();
-        call.code = code;
-        call.output = shown;
-        call.error = error;
-        self.out.tool_calls.push(call);
+        self.sandbox.as_mut().ok_or_else(|| "no sandbox".into())
     }
 
     /// The budget is spent while thinking: close the thinking and ask for the boxed answer.
     fn conclude(&mut self) {
         self.out.concluded = true;
         self.out.finish_reason = Some("think budget".into());
-        let prefill = format!("{}{CONCLUDE}", self.out.text.trim_end());
+        let prefill = format!("{}{CONCLUDE}", self.turn.trim_end());
         let sampling = Sampling {
             max_tokens: CONCLUDE_TOKENS,
             ..self.sampling.clone()
@@ -279,7 +444,9 @@ impl Run<'_> {
             self.cancel,
         );
         self.note(&a.errors, a.attempts, a.cancelled, false);
-        self.out.text = prefill.clone();
+        let kept = self.out.text.trim_end().len();
+        self.out.text.truncate(kept);
+        self.out.text.push_str(CONCLUDE);
         if let Some(c) = a.completion {
             self.out.rounds += 1;
             self.out

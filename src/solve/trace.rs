@@ -43,12 +43,19 @@ fn majority() -> String {
     "majority".into()
 }
 
+fn fenced() -> String {
+    "fenced".into()
+}
+
 /// The tool settings that change answers.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolsKey {
     pub tool: String,
     pub python: String,
     pub max_tool_calls: usize,
+    /// `--tool-protocol` (traces from before it ran fenced blocks only).
+    #[serde(default = "fenced")]
+    pub protocol: String,
     pub output_chars: usize,
     pub timeout_seconds: f64,
     pub memory_mib: u64,
@@ -182,9 +189,24 @@ pub struct Trace {
     /// With `--tools python`: the interpreter, numpy/sympy and what the sandbox isolates here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxInfo>,
+    /// With `--tools python`: whether OpenAI `tools` were offered and taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tool_protocol: Option<ToolProtocolInfo>,
     /// With `--serve`: the session this problem was answered in.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeInfo>,
+}
+
+/// The tool protocol as it stood when a problem was done.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolProtocolInfo {
+    /// `--tool-protocol`: `auto`, `openai` or `fenced`.
+    pub setting: String,
+    /// Whether requests still carry `tools` (false after an `auto` fallback).
+    pub tools_sent: bool,
+    /// The server's refusal of `tools`, if one came.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
 }
 
 /// Where a problem stands in a `--serve` session.

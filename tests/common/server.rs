@@ -198,3 +198,22 @@ fn stream_events(stream: &mut std::net::TcpStream, events: &[String], gap: Durat
     }
     true
 }
+
+/// One SSE chunk carrying a fragment of the tool call at `index` (OpenAI `delta.tool_calls`):
+/// the id and name come with the first fragment, the arguments in pieces.
+pub fn tool_delta(index: usize, id: Option<&str>, name: Option<&str>, args: &str) -> String {
+    let mut call = serde_json::json!({"index": index, "function": {"arguments": args}});
+    if let Some(id) = id {
+        call["id"] = id.into();
+        call["type"] = "function".into();
+    }
+    if let Some(name) = name {
+        call["function"]["name"] = name.into();
+    }
+    serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}, "finish_reason": null}]}).to_string()
+}
+
+/// The closing SSE chunk: an empty delta with `finish_reason`.
+pub fn finish(reason: &str) -> String {
+    serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}).to_string()
+}
