@@ -206,3 +206,41 @@ fn tokenizer_model_vocab_mismatch_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn precision_flag_runs_int8_or_names_the_missing_instructions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.jsonl");
+    write(
+        &input,
+        b"{\"id\":\"a\",\"text\":\"Find the remainder when 2^100 is divided by 7.\"}\n",
+    );
+    let model = minilm();
+    let vector = |flags: &[&str]| -> Result<Vec<f32>, String> {
+        let out = tmp.path().join("out.jsonl");
+        let mut args = vec!["encode", "--model", model.to_str().unwrap()];
+        args.extend_from_slice(&["--input", input.to_str().unwrap()]);
+        args.extend_from_slice(&["--output", out.to_str().unwrap(), "--quiet"]);
+        args.extend_from_slice(flags);
+        let (ok, _, err) = run_embed(&args);
+        if !ok {
+            return Err(err);
+        }
+        let line = std::fs::read_to_string(&out).unwrap();
+        let v: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        Ok(f32s(&v["embedding"]))
+    };
+    let exact = vector(&[]).unwrap();
+    match vector(&["--precision", "int8"]) {
+        Ok(v) => {
+            let cos = exemplar::encoder::cosine(&v, &exact);
+            assert!((0.998..1.0).contains(&cos), "int8 cosine to f32 {cos}");
+        }
+        Err(err) => assert!(
+            err.contains("avx512"),
+            "refusal must name the instructions: {err}"
+        ),
+    }
+    let (ok, _, err) = run_embed(&["encode", "--dtype", "int4", "--input", "x"]);
+    assert!(!ok && err.contains("f32, bf16, f16 or int8"), "{err}");
+}

@@ -22,9 +22,11 @@ pub struct ModelArgs {
     /// `cpu`, or `cuda:N` with a build that has the `cuda` feature.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// Weight and activation precision: f32, bf16 or f16 (pooling is always done in f32)
+    /// Weight and activation precision: f32, bf16 or f16; on the CPU also int8 (int8 weights,
+    /// per-row int8 activations; needs AVX512_VNNI and AVX512_BF16). bf16 on the CPU needs
+    /// AVX512_BF16. Pooling is always done in f32
     /// [default: f32 on CPU; on CUDA the checkpoint's torch_dtype from config.json].
-    #[arg(long)]
+    #[arg(long, visible_alias = "precision")]
     pub dtype: Option<DType>,
     /// Attention mask [default: from the checkpoint].
     #[arg(long, value_parser = names::<Attention>(Attention::NAMES))]

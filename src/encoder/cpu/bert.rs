@@ -48,7 +48,9 @@ impl BertConfig {
         {
             return Some(format!("position_embedding_type {p:?}"));
         }
-        if self.num_attention_heads == 0 || !self.hidden_size.is_multiple_of(self.num_attention_heads) {
+        if self.num_attention_heads == 0
+            || !self.hidden_size.is_multiple_of(self.num_attention_heads)
+        {
             return Some("hidden_size not a multiple of num_attention_heads".into());
         }
         None
