@@ -256,7 +256,8 @@ impl Encoder {
             }
             // candle-transformers' BERT attends all at once; its inputs stop at 512 tokens.
             Backbone::Bert(_) => AttentionBlocks::UNBLOCKED,
-            // The CPU engine holds one row of scores per task: nothing to budget.
+            // The CPU engine holds at most 128 query rows of scores per thread (cpu::ops): not
+            // worth budgeting.
             Backbone::CpuLlama(_) | Backbone::CpuBert(_) => AttentionBlocks { rows: Some(1) },
         };
         let dim = match &backbone {
