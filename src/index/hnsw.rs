@@ -206,6 +206,17 @@ impl Hnsw {
     pub fn entry(&self) -> u32 {
         self.entry
     }
+    /// The top layer of `id` (it has a list on every layer up to this one).
+    pub fn level(&self, id: u32) -> u8 {
+        self.levels[id as usize]
+    }
+    /// M: links per point on the upper layers (2M on layer 0).
+    pub fn m(&self) -> usize {
+        self.m
+    }
+    pub fn ef_construction(&self) -> usize {
+        self.ef_construction
+    }
 
     /// The slots of `id`'s list on `layer`: a count, then ids.
     fn slots(&self, id: u32, layer: u8) -> &[AtomicU32] {
