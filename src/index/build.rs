@@ -161,7 +161,7 @@ fn build_into(
             source.rows()
         );
     }
-    let vectors = super::vectors::Vectors::map(&tmp.join("vectors.f32"))?;
+    let vectors = super::vectors::Vectors::read_huge(&tmp.join("vectors.f32"))?;
     let params = super::hnsw::Params {
         m: opts.m,
         ef_construction: opts.ef_construction,
