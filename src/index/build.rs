@@ -1,5 +1,5 @@
 //! `index build`: stream vectors (an `embed extract` folder, or Parquet another tool wrote) into
-//! `vectors.f32` and `records.parquet`, then link the memory-mapped vectors into the graph,
+//! `vectors.f32` and `records.parquet`, then link the vectors (one copy in huge-page-backed memory) into the graph,
 //! check reachability, save the graph and write the manifest, all in a temporary sibling folder
 //! that replaces `--out` only when complete.
 
@@ -216,8 +216,8 @@ fn build_into(
 
 /// Return freed Parquet decode buffers to the OS. mimalloc (the binaries' allocator) did not
 /// reuse them from batch to batch and kept them committed until its purge delay passed on this
-/// thread, which then only waits for the graph: about 95 MB stayed resident into every build
-/// (3.3x the raw vectors at 20k x 384). No effect under another global allocator.
+/// thread, which then only waits for the graph: about 95 MiB stayed resident into every build
+/// (3.2x the raw vectors at 20k x 384). No effect under another global allocator.
 fn release_freed_memory() {
     // SAFETY: mi_collect only walks mimalloc's own heaps and takes no pointers.
     unsafe { libmimalloc_sys::mi_collect(true) }

@@ -2,7 +2,8 @@
 //! lists (layer 0: `1 + 2M` slots per point, a count then ids; upper layers: `1 + M` slots per
 //! point and level), a per-point lock taken only to change a point's own list, an
 //! epoch-stamped visited array reused across searches, and no copy of the vectors: every
-//! distance reads the caller's `&[f32]` (the memory-mapped `vectors.f32`).
+//! distance reads the caller's `&[f32]` (`vectors.f32`, memory-mapped for searches, read into
+//! huge-page-backed memory for a build).
 //!
 //! Distance is `1 - dot` on unit vectors (ranks exactly as L2 and as cosine). Neighbours are
 //! chosen by the paper's heuristic (hnswlib's `getNeighborsByHeuristic2`): M for a new point on

@@ -1,5 +1,6 @@
-//! The stored vectors, memory-mapped from `vectors.f32` (row-major little-endian f32): the page
-//! cache holds them once, however many processes search the same index.
+//! The stored vectors of `vectors.f32` (row-major little-endian f32): memory-mapped for searches
+//! (the page cache holds them once, however many processes search the same index), or read into
+//! huge-page-backed anonymous memory for a build (`read_huge`).
 
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -11,6 +12,8 @@ pub struct Vectors {
 
 enum Inner {
     Mapped(memmap2::Mmap),
+    /// Anonymous memory (`read_huge`): a private copy, not the file's pages.
+    Anon(memmap2::Mmap),
     Owned(Vec<f32>),
 }
 
@@ -66,13 +69,13 @@ impl Vectors {
         file.read_exact(&mut mem[..])
             .with_context(|| format!("reading {}", path.display()))?;
         Ok(Self {
-            inner: Inner::Mapped(mem.make_read_only()?),
+            inner: Inner::Anon(mem.make_read_only()?),
         })
     }
 
     pub fn as_slice(&self) -> &[f32] {
         match &self.inner {
-            Inner::Mapped(map) => {
+            Inner::Mapped(map) | Inner::Anon(map) => {
                 // SAFETY: checked in `map`: f32-aligned, little-endian host, length a multiple
                 // of 4; every bit pattern is a valid f32.
                 unsafe { std::slice::from_raw_parts(map.as_ptr().cast::<f32>(), map.len() / 4) }
