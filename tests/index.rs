@@ -819,3 +819,79 @@ fn an_index_in_an_older_format_says_rebuild_and_is_rebuilt_over() {
     index::build(&tmp.path().join("emb-a"), &dir, &quiet(), &Silent).unwrap();
     assert_eq!(Index::load(&dir).unwrap().len(), 500);
 }
+
+/// `index export --format hnsw_rs`: hnsw_rs 0.3.5's own reader loads the files, holds our graph
+/// link for link, and its search finds what ours and the exact scan find.
+#[test]
+fn export_to_hnsw_rs_reloads_our_graph_and_searches_like_it() {
+    use hnsw_rs::prelude::{DistDot, Hnsw, HnswIo, ReloadOptions};
+    let tmp = tempfile::tempdir().unwrap();
+    let vectors = clustered(6000, 48, 40, 13);
+    write_extraction(&tmp.path().join("emb"), &vectors);
+    let dir = tmp.path().join("idx");
+    index::build(&tmp.path().join("emb"), &dir, &quiet(), &Silent).unwrap();
+    let out = tmp.path().join("hnsw_rs");
+    let (_, err) = embed_ok(&[
+        "index",
+        "export",
+        "--index",
+        dir.to_str().unwrap(),
+        "--format",
+        "hnsw_rs",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(err.contains("exported 6000 points"), "{err}");
+    let idx = Index::load(&dir).unwrap();
+    let mut io = HnswIo::new(&out, "exemplar");
+    let theirs: Hnsw<f32, DistDot> = io.load_hnsw().unwrap();
+    assert_eq!(theirs.get_nb_point(), 6000);
+    let g = idx.graph();
+    let mut seen = 0;
+    for point in theirs.get_point_indexation() {
+        let row = point.get_origin_id() as u32;
+        for (layer, links) in point.get_neighborhood_id().iter().enumerate() {
+            let mut got: Vec<u32> = links.iter().map(|n| n.d_id as u32).collect();
+            let mut want = match layer as u8 <= g.level(row) {
+                true => g.neighbours(row, layer as u8),
+                false => Vec::new(),
+            };
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "row {row} layer {layer}");
+        }
+        seen += 1;
+    }
+    assert_eq!(seen, 6000);
+    let (mut exact_hits, mut same, mut total) = (0, 0, 0);
+    for q in vectors.iter().step_by(30) {
+        let found: Vec<usize> = theirs.search(q, 10, 64).iter().map(|n| n.d_id).collect();
+        let ours: Vec<usize> = idx
+            .search_hnsw(q, 10, 64, None)
+            .iter()
+            .map(|h| h.row)
+            .collect();
+        let exact: Vec<usize> = idx
+            .search_exact(q, 10, None)
+            .iter()
+            .map(|h| h.row)
+            .collect();
+        exact_hits += found.iter().filter(|r| exact.contains(r)).count();
+        same += found.iter().filter(|r| ours.contains(r)).count();
+        total += exact.len();
+    }
+    let (recall, agree) = (exact_hits as f64 / total as f64, same as f64 / total as f64);
+    eprintln!("hnsw_rs on the exported graph: recall@10 {recall:.4}, agreement {agree:.4}");
+    assert!(recall >= 0.95, "recall@10 {recall}");
+    assert!(agree >= 0.95, "same ids as our search: {agree}");
+    // hnsw_rs's memory-mapped reload reads the data file by offsets: same answers.
+    let mut io = HnswIo::new(&out, "exemplar");
+    io.set_options(ReloadOptions::default().set_mmap(true));
+    let mapped: Hnsw<f32, DistDot> = io.load_hnsw().unwrap();
+    for q in vectors.iter().step_by(500) {
+        let ids = |h: &Hnsw<f32, DistDot>| -> Vec<usize> {
+            h.search(q, 10, 64).iter().map(|n| n.d_id).collect()
+        };
+        assert_eq!(ids(&mapped), ids(&theirs));
+    }
+}

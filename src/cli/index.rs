@@ -1,4 +1,4 @@
-//! `embed index build|query|eval|info`: argument structs and glue to the `index` module.
+//! `embed index build|query|eval|info|export`: argument structs and glue to the `index` module.
 
 use anyhow::{bail, Result};
 use clap::{Args, Subcommand};
@@ -20,6 +20,8 @@ pub enum IndexCommand {
     Eval(EvalArgs),
     /// Manifest, counts, sizes and parameters of an index.
     Info(InfoArgs),
+    /// Write the graph and vectors in another library's format (hnsw_rs 0.3.5's dump).
+    Export(ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -126,6 +128,24 @@ pub struct InfoArgs {
     pub verify: bool,
 }
 
+#[derive(Args, Debug)]
+pub struct ExportArgs {
+    #[arg(long)]
+    pub index: PathBuf,
+    /// Target format: `hnsw_rs` writes BASENAME.hnsw.graph and BASENAME.hnsw.data, which
+    /// `hnsw_rs::hnswio::HnswIo::new(OUT, BASENAME).load_hnsw::<f32, DistDot>()` reloads.
+    #[arg(long, value_parser = ["hnsw_rs"])]
+    pub format: String,
+    /// Folder for the exported files (created if missing; files of the same name are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value = "exemplar")]
+    pub basename: String,
+    /// Hash every file of the index (sha256) even when the stamp says it is unchanged.
+    #[arg(long)]
+    pub verify: bool,
+}
+
 fn load(dir: &Path, verify: bool) -> Result<Index> {
     if verify {
         Index::load_verified(dir)
@@ -140,6 +160,7 @@ pub fn run(cmd: IndexCommand) -> Result<()> {
         IndexCommand::Query(a) => query(a),
         IndexCommand::Eval(a) => eval(a),
         IndexCommand::Info(a) => info(a),
+        IndexCommand::Export(a) => export(a),
     }
 }
 
@@ -353,6 +374,31 @@ fn dir_size(dir: &Path) -> u64 {
                 .sum()
         })
         .unwrap_or(0)
+}
+
+fn export(a: ExportArgs) -> Result<()> {
+    let start = Instant::now();
+    let idx = load(&a.index, a.verify)?;
+    let x = index::export::hnsw_rs(&idx, &a.out, &a.basename)?;
+    let layers: Vec<String> = x
+        .per_layer
+        .iter()
+        .take_while(|&&n| n > 0)
+        .map(usize::to_string)
+        .collect();
+    eprintln!(
+        "exported {} points (per top layer: {}) in {:.1} s:\n  {}\n  {}\nreload with \
+         hnsw_rs::hnswio::HnswIo::new(Path::new({:?}), {:?}).load_hnsw::<f32, DistDot>() \
+         (hnsw_rs 0.3.5; ids are the index's rows; queries must be unit vectors)",
+        x.points,
+        layers.join("/"),
+        start.elapsed().as_secs_f64(),
+        x.graph.display(),
+        x.data.display(),
+        a.out.display().to_string(),
+        a.basename,
+    );
+    Ok(())
 }
 
 fn info(a: InfoArgs) -> Result<()> {

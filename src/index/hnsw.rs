@@ -2,7 +2,8 @@
 //! lists (layer 0: `1 + 2M` slots per point, a count then ids; upper layers: `1 + M` slots per
 //! point and level), a per-point lock taken only to change a point's own list, an
 //! epoch-stamped visited array reused across searches, and no copy of the vectors: every
-//! distance reads the caller's `&[f32]` (the memory-mapped `vectors.f32`).
+//! distance reads the caller's `&[f32]` (`vectors.f32`, memory-mapped for searches, read into
+//! huge-page-backed memory for a build).
 //!
 //! Distance is `1 - dot` on unit vectors (ranks exactly as L2 and as cosine). Neighbours are
 //! chosen by the paper's heuristic (hnswlib's `getNeighborsByHeuristic2`): M for a new point on
@@ -205,6 +206,17 @@ impl Hnsw {
     }
     pub fn entry(&self) -> u32 {
         self.entry
+    }
+    /// The top layer of `id` (it has a list on every layer up to this one).
+    pub fn level(&self, id: u32) -> u8 {
+        self.levels[id as usize]
+    }
+    /// M: links per point on the upper layers (2M on layer 0).
+    pub fn m(&self) -> usize {
+        self.m
+    }
+    pub fn ef_construction(&self) -> usize {
+        self.ef_construction
     }
 
     /// The slots of `id`'s list on `layer`: a count, then ids.

@@ -17,6 +17,7 @@
 
 mod build;
 pub mod exact;
+pub mod export;
 pub mod external;
 pub mod hnsw;
 pub mod load;
@@ -184,6 +185,10 @@ impl Index {
     }
     pub fn dim(&self) -> usize {
         self.manifest.dim
+    }
+    /// The HNSW graph (read-only: exports and tests walk its links).
+    pub fn graph(&self) -> &Graph {
+        &self.graph
     }
     pub fn vector(&self, row: usize) -> &[f32] {
         &self.vectors[row * self.dim()..(row + 1) * self.dim()]
