@@ -101,7 +101,9 @@ def contenders(model, peer_script):
         runs.append(("exemplar bf16", lambda t: run_exemplar_encode(model, t, ("--dtype", "bf16"))))
         if cpu_supports("avx512_vnni"):
             runs.append(("exemplar int8", lambda t: run_exemplar_encode(model, t, ("--dtype", "int8"))))
-    runs.append(("exemplar f32, candle backend", lambda t: run_exemplar_encode(model, t, env={"EXEMPLAR_CPU_ENGINE": "candle"})))
+    # candle's backend at the budget it runs best with (src/encoder/mod.rs).
+    runs.append(("exemplar f32, candle backend", lambda t: run_exemplar_encode(
+        model, t, ("--max-batch-tokens", "2048"), env={"EXEMPLAR_CPU_ENGINE": "candle"})))
     runs.append((peer_script[1], lambda t: run_python(peer_script[0], model, t)))
     return runs
 

@@ -59,7 +59,7 @@ pub struct ModelArgs {
     #[arg(long, value_parser = names::<PaddingSide>(PaddingSide::NAMES))]
     pub padding_side: Option<PaddingSide>,
     /// Padded-token budget of one forward pass; texts are sorted by length and packed under it
-    /// [default: 2048 on CPU, 16384 on GPU].
+    /// [default: 8192 on CPU, 16384 on GPU].
     #[arg(long)]
     pub max_batch_tokens: Option<usize>,
 }

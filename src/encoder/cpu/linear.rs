@@ -135,12 +135,15 @@ impl Linear {
                 self.par_rows(out, m, |r0, c| self.f32_rows(&job, r0, c));
             }
             Packed::Bf16(b) => {
-                let a: Vec<u16> = padded_rows(x, m, self.k, self.kp, to_bf16, 0);
+                let mut a = vec![0u16; m * self.kp];
+                bf16_rows(self.isa, x, self.k, &mut a);
                 let job = self.job(&a, self.kp, b.as_ptr() as _, 2);
                 self.par_rows(out, m, |r0, c| self.bf16_rows(&job, r0, c));
             }
             Packed::Int8 { q, scale, sum } => {
-                let (a, row_scale, row_zero) = quantize_rows(x, m, self.k, self.kp);
+                let mut a = vec![0u8; m * self.kp];
+                let (mut row_scale, mut row_zero) = (vec![0f32; m], vec![0i32; m]);
+                quantize_rows(self.isa, x, self.k, &mut a, &mut row_scale, &mut row_zero);
                 let job = self.job(&a, self.kp, q.as_ptr() as _, 1);
                 self.par_rows(out, m, |r0, c| {
                     self.tiles(&job, r0, c, |t, r, p| unsafe {
@@ -407,58 +410,59 @@ fn quantize(x: f32, scale: f32) -> i8 {
     (x / scale).round().clamp(-127.0, 127.0) as i8
 }
 
-/// Rows of `x` converted by `conv`, each padded from `k` to `kp` values with `zero`.
-fn padded_rows<T: Copy>(
-    x: &[f32],
-    m: usize,
-    k: usize,
-    kp: usize,
-    conv: impl Fn(f32) -> T,
-    zero: T,
-) -> Vec<T> {
-    let mut out = vec![zero; m * kp];
-    for (o, row) in out.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
-        for (d, &s) in o.iter_mut().zip(row) {
-            *d = conv(s);
+simd_fn! {
+    /// Rows of `x` (`k` wide) as bf16 into `out`, whose rows are `out.len() / rows` wide (the
+    /// padding is left as it is: zero).
+    pub fn bf16_rows(x: &[f32], k: usize, out: &mut [u16]) {
+        let kp = out.len() / (x.len() / k).max(1);
+        for (o, row) in out.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
+            for (d, &s) in o.iter_mut().zip(row) {
+                *d = to_bf16(s);
+            }
         }
     }
-    out
 }
 
-/// Dynamic per-row asymmetric quantisation of activations to u8: the row's range (widened to
-/// include 0, so zero stays exact) onto 0..=255. Returns the bytes (rows padded to `kp` with
-/// the zero point), scales and zero points.
-fn quantize_rows(x: &[f32], m: usize, k: usize, kp: usize) -> (Vec<u8>, Vec<f32>, Vec<i32>) {
-    let mut out = vec![0u8; m * kp];
-    let mut scales = Vec::with_capacity(m);
-    let mut zeros = Vec::with_capacity(m);
-    for (o, row) in out.chunks_exact_mut(kp).zip(x.chunks_exact(k)) {
-        let (lo, hi) = row
-            .iter()
-            .fold((0f32, 0f32), |(lo, hi), &v| (lo.min(v), hi.max(v)));
-        let scale = if hi > lo && (hi - lo).is_finite() {
-            (hi - lo) / 255.0
-        } else {
-            1.0
-        };
-        let zero = (-lo / scale).round().clamp(0.0, 255.0);
-        for (d, &v) in o.iter_mut().zip(row) {
-            *d = (v / scale + zero).round().clamp(0.0, 255.0) as u8;
+simd_fn! {
+    /// Dynamic per-row asymmetric quantisation of activations to u8: the row's range (widened
+    /// to include 0, so zero stays exact) onto 0..=255. Rows of `out` are padded with the zero
+    /// point; `scales` and `zeros` get one value per row.
+    pub fn quantize_rows(x: &[f32], k: usize, out: &mut [u8], scales: &mut [f32], zeros: &mut [i32]) {
+        let kp = out.len() / scales.len().max(1);
+        let rows = out.chunks_exact_mut(kp).zip(x.chunks_exact(k));
+        for (((o, row), scale_out), zero_out) in rows.zip(scales.iter_mut()).zip(zeros.iter_mut()) {
+            let (mut lo, mut hi) = ([0f32; 16], [0f32; 16]);
+            for c in row.chunks_exact(16) {
+                for i in 0..16 {
+                    lo[i] = if c[i] < lo[i] { c[i] } else { lo[i] };
+                    hi[i] = if c[i] > hi[i] { c[i] } else { hi[i] };
+                }
+            }
+            let tail = row.chunks_exact(16).remainder();
+            let lo = tail.iter().chain(&lo).fold(0f32, |m, &v| m.min(v));
+            let hi = tail.iter().chain(&hi).fold(0f32, |m, &v| m.max(v));
+            let scale = if hi > lo && (hi - lo).is_finite() { (hi - lo) / 255.0 } else { 1.0 };
+            let zero = (-lo / scale).round().clamp(0.0, 255.0);
+            for (d, &v) in o.iter_mut().zip(row) {
+                *d = (v / scale + zero).round().clamp(0.0, 255.0) as u8;
+            }
+            o[k..].fill(zero as u8);
+            *scale_out = scale;
+            *zero_out = zero as i32;
         }
-        o[k..].fill(zero as u8);
-        scales.push(scale);
-        zeros.push(zero as i32);
     }
-    (out, scales, zeros)
 }
 
 /// f32 to bf16, rounding to nearest even (what `vcvtneps2bf16` does); NaN stays NaN.
+#[inline(always)]
 pub fn to_bf16(x: f32) -> u16 {
     let bits = x.to_bits();
+    let rounded = (bits.wrapping_add(0x7FFF + ((bits >> 16) & 1)) >> 16) as u16;
     if x.is_nan() {
-        return 0x7FC0;
+        0x7FC0
+    } else {
+        rounded
     }
-    ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16) as u16
 }
 
 pub fn from_bf16(h: u16) -> f32 {

@@ -10,31 +10,6 @@ use rayon::prelude::*;
 use super::linear::PackedB;
 use super::Isa;
 
-/// Define `pub fn name(isa, args)` that runs the body compiled for AVX-512, AVX2 or baseline.
-macro_rules! simd_fn {
-    ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
-        $(#[$m])*
-        pub fn $name(isa: Isa, $($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
-            unsafe fn avx512($($arg: $ty),*) { generic($($arg),*) }
-            #[cfg(target_arch = "x86_64")]
-            #[target_feature(enable = "avx2,fma")]
-            unsafe fn avx2($($arg: $ty),*) { generic($($arg),*) }
-            match isa {
-                // SAFETY: `isa` was detected on this CPU (see `Isa::detect`).
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { avx512($($arg),*) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2($($arg),*) },
-                _ => generic($($arg),*),
-            }
-        }
-    };
-}
-
 const LANES: usize = 16;
 
 #[inline(always)]
