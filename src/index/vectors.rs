@@ -60,7 +60,7 @@ impl Vectors {
         let mut file =
             std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let len = file.metadata()?.len() as usize;
-        if cfg!(target_endian = "big") || len == 0 || len % 4 != 0 {
+        if cfg!(target_endian = "big") || len == 0 || !len.is_multiple_of(4) {
             return Self::map(path);
         }
         let mut mem = memmap2::MmapMut::map_anon(len)?;
