@@ -21,8 +21,7 @@ pub fn binaries() -> Vec<(Command, &'static str)> {
 }
 
 /// Markdown for one binary: its description, then every (sub)command with its usage and flags.
-pub fn render(cmd: Command) -> String {
-    let mut cmd = cmd;
+pub fn render(mut cmd: Command) -> String {
     cmd.build();
     let mut commands = Vec::new();
     collect(&cmd, &mut commands);
@@ -52,6 +51,7 @@ fn collect(cmd: &Command, into: &mut Vec<Command>) {
     }
 }
 
+/// A command that takes flags rather than subcommands (clap adds a `help` subcommand to parents).
 fn is_leaf(cmd: &Command) -> bool {
     cmd.get_subcommands().all(|s| s.get_name() == "help")
 }
@@ -73,7 +73,7 @@ fn render_command(cmd: &Command, root: &Command, out: &mut String) {
         let _ = writeln!(out, "## `{path}`\n");
     }
     if let Some(about) = cmd.get_long_about().or(cmd.get_about()) {
-        let _ = writeln!(out, "{}\n", prose(&about.to_string()));
+        let _ = writeln!(out, "{}\n", sentence(prose(&about.to_string())));
     }
     if !is_leaf(cmd) {
         // A table of contents: one link per subcommand, nested as on the command line.
@@ -105,12 +105,7 @@ fn shown(arg: &Arg) -> bool {
 fn render_arg(arg: &Arg) -> String {
     let mut notes = Vec::new();
     if let Some(help) = arg.get_long_help().or(arg.get_help()) {
-        let mut help = prose(&help.to_string());
-        // clap drops a doc comment's final period; the notes that follow need one.
-        if !help.ends_with(['.', '!', '?']) {
-            help.push('.');
-        }
-        notes.push(help);
+        notes.push(sentence(prose(&help.to_string())));
     }
     if arg.is_required_set() {
         notes.push("Required.".to_string());
@@ -169,6 +164,14 @@ fn spelling(arg: &Arg) -> String {
     } else {
         name
     }
+}
+
+/// clap drops a doc comment's final period; put it back so the notes that follow read well.
+fn sentence(mut text: String) -> String {
+    if !text.ends_with(['.', '!', '?']) {
+        text.push('.');
+    }
+    text
 }
 
 /// A value in backticks, with the backtick fence widened if the value holds one.
