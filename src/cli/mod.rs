@@ -9,6 +9,7 @@ pub mod info;
 pub mod model;
 pub mod plot;
 pub mod progress;
+pub mod reference;
 pub mod solve;
 
 use anyhow::Result;
