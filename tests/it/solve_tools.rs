@@ -2,9 +2,8 @@
 //! model's code runs in the sandbox and its output reaches the next request; what the sandbox
 //! promises to contain is contained (and what it reports matches what happened).
 
-mod common;
 
-use common::server::{delta, MockServer, Reply, Request};
+use crate::util::server::{delta, MockServer, Reply, Request};
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -533,7 +532,7 @@ fn code_checked_answers_outweigh_truncated_ones_and_resume_checks_the_tools() {
 
 /// A small index of sample problems embedded with the tiny fixture model.
 fn build_index(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(common::repo().join("datasets/sample/train.jsonl")).unwrap();
+    let text = std::fs::read_to_string(crate::util::repo().join("datasets/sample/train.jsonl")).unwrap();
     let corpus = dir.join("corpus.jsonl");
     std::fs::write(
         &corpus,
@@ -541,7 +540,7 @@ fn build_index(dir: &Path) -> PathBuf {
     )
     .unwrap();
     let (emb, idx) = (dir.join("emb"), dir.join("index"));
-    let model = common::tiny_llama();
+    let model = crate::util::tiny_llama();
     let extract = [
         "extract",
         "--model",
@@ -549,13 +548,13 @@ fn build_index(dir: &Path) -> PathBuf {
         "--input",
         corpus.to_str().unwrap(),
     ];
-    let o = Command::new(common::embed_bin())
+    let o = Command::new(crate::util::embed_bin())
         .args(extract)
         .args(["--out", emb.to_str().unwrap(), "--shards", "1", "--quiet"])
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(common::embed_bin())
+    let o = Command::new(crate::util::embed_bin())
         .args(["index", "build", "--embeddings", emb.to_str().unwrap()])
         .args(["--out", idx.to_str().unwrap(), "--quiet"])
         .output()
@@ -675,7 +674,7 @@ struct Llama(std::process::Child, String);
 impl Llama {
     fn start() -> Self {
         let cache = std::env::var("EXEMPLAR_CACHE")
-            .map_or_else(|_| common::repo().join(".cache"), PathBuf::from);
+            .map_or_else(|_| crate::util::repo().join(".cache"), PathBuf::from);
         let bin = cache.join("llama-server/bin/llama-server");
         let gguf = cache.join("models/smollm2-135m-gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
         assert!(

@@ -8,9 +8,8 @@
 //! Without one the browser tests print why and pass as skipped, unless
 //! `EXEMPLAR_REQUIRE_BROWSER` is set (CI sets it): then a missing browser fails them.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use exemplar::extract::plan::{Column, ColumnType};
 use exemplar::extract::shard::Row;
 use exemplar::plot::{self, HighlightSpec, Method, PlotConfig, Source};

@@ -1,8 +1,7 @@
 //! The HNSW index: recall against exact search, persistence, damaged files, filtered search.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use exemplar::extract::plan::{Column, ColumnType};
 use exemplar::extract::shard::Row;
 use exemplar::index::{self, BuildOptions, Index};

@@ -1,9 +1,8 @@
 //! `embed encode` and `embed info` as a user runs them: output format and order, and clear
 //! errors for bad input.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use std::path::Path;
 use std::process::Command;
 

@@ -2,9 +2,8 @@
 //! disjoint vocabulary, so a working retriever (dense or lexical) returns only same-topic
 //! neighbours, while random neighbours share the label about a third of the time.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use std::process::Command;
 
 const TOPICS: [(&str, [&str; 8]); 3] = [

@@ -3,9 +3,8 @@
 //! fail (rather than skip) when they are missing: CI installs them, and a skipped test of the
 //! real-server path proves nothing.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};

@@ -1,9 +1,8 @@
 //! Long inputs: attention in blocks of query rows gives the vectors of unblocked attention at a
 //! fraction of the memory; truncation is reported; memory estimates come from config.json alone.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use exemplar::encoder::{
     estimate_memory, Attention, AttentionBlocks, DType, Device, Encoder, EncoderOptions, Pooling,
     RecipeOverrides, TextKind, ATTENTION_BLOCK_ENV,

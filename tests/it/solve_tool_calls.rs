@@ -3,9 +3,8 @@
 //! messages; a server that refuses `tools` makes `auto` fall back to fenced blocks; malformed
 //! calls and calls over `--max-tool-calls` are answered with an error, never a panic.
 
-mod common;
 
-use common::server::{delta, finish, tool_delta, MockServer, Reply, Request};
+use crate::util::server::{delta, finish, tool_delta, MockServer, Reply, Request};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,9 +1,8 @@
 //! `embed extract` end to end with the tiny fixture model: shard union, kill -9 and resume,
 //! per-shard runs, manifest checks, bad input.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,9 +1,8 @@
 //! `solve` against a scripted OpenAI-compatible server on 127.0.0.1.
 
-mod common;
 
-use common::server::{delta, MockServer, Reply};
-use common::*;
+use crate::util::server::{delta, MockServer, Reply};
+use crate::util::*;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};

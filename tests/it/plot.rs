@@ -2,9 +2,8 @@
 //! size in both formats, the highlight marks exactly what `embed index query` returns, and the
 //! errors name what is wrong.
 
-mod common;
 
-use common::*;
+use crate::util::*;
 use exemplar::extract::plan::{Column, ColumnType};
 use exemplar::extract::shard::Row;
 use exemplar::plot::{self, HighlightSpec, Method, PlotConfig, Source};
