@@ -1,7 +1,15 @@
-#![allow(dead_code)]
-//! Helpers shared by the integration tests.
+//! Helpers the integration tests share, each written once: where the fixtures are, running the
+//! binaries, extractions and indexes to test against, and `solve` against a scripted server.
 
+pub mod data;
+pub mod llama;
+pub mod run;
 pub mod server;
+pub mod solver;
+
+pub use data::*;
+pub use run::*;
+pub use solver::*;
 
 use std::path::{Path, PathBuf};
 
@@ -17,19 +25,32 @@ pub fn tiny_llama() -> PathBuf {
     fixture("tiny-llama-embed")
 }
 
+/// The shared cache of models, llama-server and the Python venv: $EXEMPLAR_CACHE, else .cache.
+pub fn cache() -> PathBuf {
+    std::env::var("EXEMPLAR_CACHE").map_or_else(|_| repo().join(".cache"), PathBuf::from)
+}
+
 /// all-MiniLM-L6-v2 as installed by scripts/fetch-models.sh. Tests fail (rather than skip) when
 /// it is missing: CI installs it, and a silently skipped parity test proves nothing.
 pub fn minilm() -> PathBuf {
-    let dir = match std::env::var("EXEMPLAR_CACHE") {
-        Ok(c) => PathBuf::from(c).join("models/all-MiniLM-L6-v2"),
-        Err(_) => repo().join(".cache/models/all-MiniLM-L6-v2"),
-    };
+    let dir = cache().join("models/all-MiniLM-L6-v2");
     assert!(
         dir.join("model.safetensors").is_file(),
         "all-MiniLM-L6-v2 is not installed at {}: run scripts/fetch-models.sh",
         dir.display()
     );
     dir
+}
+
+/// The venv's Python (pyarrow, numpy), as scripts/test.sh installs it.
+pub fn venv_python() -> PathBuf {
+    let python = cache().join("venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run scripts/test.sh",
+        python.display()
+    );
+    python
 }
 
 pub fn read_json(path: &Path) -> serde_json::Value {
@@ -79,62 +100,4 @@ pub fn copy_model(src: &Path, dst: &Path) {
             std::fs::copy(entry.path(), to).unwrap();
         }
     }
-}
-
-pub fn embed_bin() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_embed"))
-}
-
-/// Write `rows` (all of dimension `dim`, with these passed-through `columns`) as a finished
-/// one-shard `embed extract` folder whose manifest names the tiny fixture model, so an index of
-/// these vectors can embed queries.
-pub fn write_one_shard_extraction(
-    dir: &Path,
-    dim: usize,
-    columns: Vec<exemplar::extract::plan::Column>,
-    rows: &[exemplar::extract::shard::Row],
-) {
-    use exemplar::extract::manifest::*;
-    use exemplar::extract::shard::{schema, shard_name, to_batch, write_parquet};
-    std::fs::create_dir_all(dir).unwrap();
-    let sch = schema(dim, &columns);
-    let batch = to_batch(&sch, &columns, dim, rows).unwrap();
-    let file = dir.join(format!("{}.parquet", shard_name(0, 1)));
-    write_parquet(&file, &sch, &[batch]).unwrap();
-    let report = ShardReport {
-        shard: 0,
-        shards: 1,
-        rows: rows.len(),
-        file: "x".into(),
-    };
-    write_shard_report(dir, &report).unwrap();
-    let enc = exemplar::encoder::Encoder::load(tiny_llama().to_str().unwrap(), &Default::default())
-        .unwrap();
-    let info = enc.info();
-    let m = ExtractManifest {
-        identity: ExtractIdentity {
-            format: FORMAT.into(),
-            model_fingerprint: info.fingerprint.clone(),
-            recipe: info.recipe.clone(),
-            dim,
-            dtype: exemplar::encoder::DType::F32,
-            max_batch_tokens: 2048,
-            inputs: vec![],
-            text: exemplar::extract::plan::TextSpec {
-                id_field: "id".into(),
-                doc_template: "{problem}".into(),
-            },
-            columns,
-            shards: 1,
-            rows_per_shard: vec![rows.len()],
-        },
-        model: info.model.clone(),
-        model_path: info.path.clone(),
-        rows: rows.len(),
-        rejected: 0,
-        status: Status::Complete,
-        completed_shards: vec![0],
-        created_by: "test".into(),
-    };
-    m.write(&dir.join("manifest.json")).unwrap();
 }
