@@ -67,7 +67,7 @@ def size_label(n, dim):
 
 def generate(n, dim, clusters, spread, seed):
     """Unit vectors around `clusters` Gaussian centres: centre ~ N(0, I), point = centre +
-    spread * N(0, I), then L2-normalised (the recipe of tests/index.rs, with random rather than
+    spread * N(0, I), then L2-normalised (the recipe of tests/it/index.rs, with random rather than
     round-robin cluster assignment so that evenly spaced query rows hit many clusters)."""
     import numpy as np
 

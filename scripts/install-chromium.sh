@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs Debian's Chromium for the browser tests of `embed plot --out map.html`
-# (tests/plot_html.rs), only when no Chromium/Chrome is found. Needs root (CI runs as root) or
+# (tests/it/plot_html.rs), only when no Chromium/Chrome is found. Needs root (CI runs as root) or
 # sudo. Prints the browser's path on success.
 #
 #   scripts/install-chromium.sh          # install if missing

@@ -14,7 +14,7 @@ venv=${EXEMPLAR_CACHE:-.cache}/venv
 # Headless Chromium for the interactive-map tests (they skip without it unless
 # EXEMPLAR_REQUIRE_BROWSER is set, as CI does).
 scripts/install-chromium.sh >/dev/null \
-  || echo "test.sh: no Chromium; tests/plot_html.rs will skip its browser tests" >&2
+  || echo "test.sh: no Chromium; tests/it/plot_html.rs will skip its browser tests" >&2
 cargo nextest run --release --no-fail-fast "$@"
 # The README's other command, the main job, in a fresh clone with empty caches and no ../shared.
 scripts/fresh-clone-check.sh

@@ -2,48 +2,18 @@
 //! model's code runs in the sandbox and its output reaches the next request; what the sandbox
 //! promises to contain is contained (and what it reports matches what happened).
 
-mod common;
-
-use common::server::{delta, MockServer, Reply, Request};
+use crate::util::llama::LlamaServer;
+use crate::util::server::{delta, MockServer, Reply, Request};
+use crate::util::*;
 use serde_json::Value;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-/// Problems "p1".."pN" with expected answers 11, 22, ...
-fn problems(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("test.jsonl");
-    let lines: Vec<String> = (1..=n)
-        .map(|i| serde_json::json!({"id": format!("p{i}"), "problem": format!("Problem number {i}: what is {i} times eleven?"), "answer": (11 * i).to_string()}).to_string())
-        .collect();
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-fn solve(dir: &Path, server: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", server, "--out"])
-        .arg(dir.join("out/submission.csv"))
-        .args(["--quiet", "--backoff", "0.01", "--rag", "k=0"])
-        .args(extra)
-        .env_remove("EXEMPLAR_ENDPOINT")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "solve failed: {err}");
-    err + &String::from_utf8_lossy(&o.stdout)
-}
-
-fn traces(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("out/traces.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// `solve` against the scripted server without retrieval.
+fn solve_k0(dir: &Path, server: &str, extra: &[&str]) -> Output {
+    solve(dir, server, &[&["--rag", "k=0"], extra].concat())
 }
 
 /// The trailing assistant message of a continuation request.
@@ -82,13 +52,6 @@ fn group_members(pgid: i64) -> Vec<i64> {
         .collect()
 }
 
-fn tool_calls(t: &Value) -> Vec<Value> {
-    t["samples"][0]["tool_calls"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[test]
 fn sandbox_output_reaches_the_next_request_and_state_persists() {
     let tmp = tempfile::tempdir().unwrap();
@@ -114,7 +77,7 @@ fn sandbox_output_reaches_the_next_request_and_state_persists() {
             Duration::from_millis(1),
         ),
     });
-    let log = ok(&solve(
+    let log = ok(&solve_k0(
         tmp.path(),
         &server.url,
         &[
@@ -243,10 +206,8 @@ fn run_hostile(disable: Option<&str>) -> Hostile {
         }
     });
     let start = Instant::now();
-    let o = Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", &server.url, "--out"])
-        .arg(tmp.path().join("out/submission.csv"))
-        .args(["--quiet", "--rag", "k=0", "--samples", "1", "--input"])
+    let o = solve_cmd(tmp.path(), &server.url)
+        .args(["--rag", "k=0", "--samples", "1", "--input"])
         .arg(&input)
         .args(["--tools", "python", "--tool-timeout", "3s"])
         .args(["--tool-memory-mb", "2048", "--max-tool-calls", "10"])
@@ -385,7 +346,7 @@ fn tool_calls_are_capped_and_outputs_cut() {
             11
         ))
     });
-    ok(&solve(
+    ok(&solve_k0(
         tmp.path(),
         &server.url,
         &[
@@ -435,7 +396,7 @@ fn think_budget_closes_a_thinking_that_never_ends() {
         Some(p) => Reply::Completion(format!("{p}42}}.")),
     });
     let start = Instant::now();
-    ok(&solve(
+    ok(&solve_k0(
         tmp.path(),
         &server.url,
         &[
@@ -505,7 +466,7 @@ fn code_checked_answers_outweigh_truncated_ones_and_resume_checks_the_tools() {
         "python",
         "--eval",
     ];
-    let log = ok(&solve(tmp.path(), &server.url, &args));
+    let log = ok(&solve_k0(tmp.path(), &server.url, &args));
     let t = &traces(tmp.path())[0];
     assert_eq!(t["answer"], 11, "1.5 beats 0.5 + 0.5");
     assert_eq!(
@@ -525,67 +486,20 @@ fn code_checked_answers_outweigh_truncated_ones_and_resume_checks_the_tools() {
         "{log}"
     );
     // The same traces without tools would mix settings: refused by name.
-    let o = solve(tmp.path(), &server.url, &args[..6]);
+    let o = solve_k0(tmp.path(), &server.url, &args[..6]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("tools"), "{err}");
 }
 
-/// A small index of sample problems embedded with the tiny fixture model.
-fn build_index(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(common::repo().join("datasets/sample/train.jsonl")).unwrap();
-    let corpus = dir.join("corpus.jsonl");
-    std::fs::write(
-        &corpus,
-        text.lines().take(60).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    let (emb, idx) = (dir.join("emb"), dir.join("index"));
-    let model = common::tiny_llama();
-    let extract = [
-        "extract",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        corpus.to_str().unwrap(),
-    ];
-    let o = Command::new(common::embed_bin())
-        .args(extract)
-        .args(["--out", emb.to_str().unwrap(), "--shards", "1", "--quiet"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = Command::new(common::embed_bin())
-        .args(["index", "build", "--embeddings", emb.to_str().unwrap()])
-        .args(["--out", idx.to_str().unwrap(), "--quiet"])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    idx
-}
-
-/// The right answer for "Problem number N: ..." in the last user message.
-fn eleven_times(req: &Request) -> u64 {
-    let user = req.last_user();
-    let n = user
-        .split("number ")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap();
-    11 * n.parse::<u64>().unwrap()
-}
-
 #[test]
 fn serve_answers_lines_in_order_and_loads_once() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = build_index(tmp.path());
-    let server =
-        MockServer::start(|req, _| Reply::Completion(format!("\\boxed{{{}}}", eleven_times(req))));
-    let mut child = Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", &server.url, "--out"])
-        .arg(tmp.path().join("out/submission.csv"))
+    let idx = sample_index(tmp.path(), 60);
+    let server = MockServer::start(|req, _| {
+        Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user())))
+    });
+    let mut child = solve_cmd(tmp.path(), &server.url)
         .args([
             "--index",
             idx.to_str().unwrap(),
@@ -600,9 +514,7 @@ fn serve_answers_lines_in_order_and_loads_once() {
             "3",
             "--time-budget",
             "60s",
-            "--quiet",
         ])
-        .env_remove("EXEMPLAR_ENDPOINT")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -669,57 +581,6 @@ fn check_serve_traces(t: &[Value]) {
     assert!(t[2]["serve"]["allowed_seconds"].as_f64().unwrap() > 40.0);
 }
 
-/// A real llama-server (scripts/fetch-llama-server.sh) on a free port, killed when dropped.
-struct Llama(std::process::Child, String);
-
-impl Llama {
-    fn start() -> Self {
-        let cache = std::env::var("EXEMPLAR_CACHE")
-            .map_or_else(|_| common::repo().join(".cache"), PathBuf::from);
-        let bin = cache.join("llama-server/bin/llama-server");
-        let gguf = cache.join("models/smollm2-135m-gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            bin.is_file() && gguf.is_file(),
-            "llama-server or the SmolLM2 GGUF is missing: run scripts/fetch-llama-server.sh"
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(bin)
-            .arg("-m")
-            .arg(&gguf)
-            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["-c", "2048", "-np", "1", "-t", "1", "--no-webui"])
-            .env("OMP_WAIT_POLICY", "passive")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let root = format!("http://127.0.0.1:{port}");
-        let start = Instant::now();
-        while ureq::get(&format!("{root}/health"))
-            .call()
-            .map_or(true, |r| r.status().as_u16() != 200)
-        {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "no llama-server"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        Self(child, format!("{root}/v1"))
-    }
-}
-
-impl Drop for Llama {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The prefill continuation on a real llama.cpp server: SmolLM2 never closes a thinking, so
 /// --think-budget cuts it and asks for the answer with an assistant prefill, which llama-server
 /// continues (streamed, with `continue_final_message`, so without repeating the prefill).
@@ -727,10 +588,10 @@ impl Drop for Llama {
 fn think_budget_prefill_is_continued_by_a_real_llama_server() {
     let tmp = tempfile::tempdir().unwrap();
     let input = problems(tmp.path(), 2);
-    let server = Llama::start();
-    ok(&solve(
+    let server = LlamaServer::start(2048, 1, &[]);
+    ok(&solve_k0(
         tmp.path(),
-        &server.1,
+        &server.endpoint(),
         &[
             "--input",
             input.to_str().unwrap(),
@@ -777,10 +638,10 @@ fn code_runs_and_the_model_continues_on_a_real_llama_server() {
         serde_json::json!({"id": "a", "problem": problem}).to_string() + "\n",
     )
     .unwrap();
-    let server = Llama::start();
-    ok(&solve(
+    let server = LlamaServer::start(2048, 1, &[]);
+    ok(&solve_k0(
         tmp.path(),
-        &server.1,
+        &server.endpoint(),
         &[
             "--input",
             input.to_str().unwrap(),

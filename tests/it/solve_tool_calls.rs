@@ -3,48 +3,25 @@
 //! messages; a server that refuses `tools` makes `auto` fall back to fenced blocks; malformed
 //! calls and calls over `--max-tool-calls` are answered with an error, never a panic.
 
-mod common;
-
-use common::server::{delta, finish, tool_delta, MockServer, Reply, Request};
+use crate::util::server::{delta, finish, tool_delta, MockServer, Reply, Request};
+use crate::util::*;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
+use std::process::Output;
 use std::time::Duration;
 
-fn problems(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("test.jsonl");
-    let lines: Vec<String> = (1..=n)
-        .map(|i| json!({"id": format!("p{i}"), "problem": format!("What is {i} times eleven?"), "answer": (11 * i).to_string()}).to_string())
-        .collect();
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-fn solve(dir: &Path, server: &str, n: usize, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", server, "--out"])
-        .arg(dir.join("out/submission.csv"))
-        .args(["--quiet", "--backoff", "0.01", "--rag", "k=0", "--input"])
-        .arg(problems(dir, n))
-        .args(["--tools", "python"])
-        .args(extra)
-        .env_remove("EXEMPLAR_ENDPOINT")
-        .output()
-        .unwrap()
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "solve failed: {err}");
-    err
-}
-
-fn traces(dir: &Path) -> Vec<Value> {
-    std::fs::read_to_string(dir.join("out/traces.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+/// `solve --tools python` on `n` problems against the scripted server, without retrieval.
+fn solve_tools(dir: &Path, server: &str, n: usize, extra: &[&str]) -> Output {
+    let input = problems(dir, n);
+    let args = [
+        "--rag",
+        "k=0",
+        "--input",
+        input.to_str().unwrap(),
+        "--tools",
+        "python",
+    ];
+    solve(dir, server, &[&args[..], extra].concat())
 }
 
 fn messages(req: &Request) -> Vec<Value> {
@@ -76,13 +53,6 @@ fn whole_call(index: usize, id: &str, name: &str, args: &str) -> String {
     tool_delta(index, Some(id), Some(name), args)
 }
 
-fn sample_calls(t: &Value) -> Vec<Value> {
-    t["samples"][0]["tool_calls"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
-}
-
 #[test]
 fn a_streamed_tool_call_runs_and_its_output_goes_back_as_a_tool_message() {
     let tmp = tempfile::tempdir().unwrap();
@@ -103,7 +73,12 @@ fn a_streamed_tool_call_runs_and_its_output_goes_back_as_a_tool_message() {
         ]),
         _ => stream(vec![delta(Some("So \\boxed{42}."), None), finish("stop")]),
     });
-    let log = ok(&solve(tmp.path(), &server.url, 1, &["--samples", "1"]));
+    let log = ok(&solve_tools(
+        tmp.path(),
+        &server.url,
+        1,
+        &["--samples", "1"],
+    ));
     let reqs = server.chat_requests();
     assert_eq!(reqs.len(), 3, "{log}");
     let tools = &reqs[0].body["tools"];
@@ -141,7 +116,7 @@ fn a_streamed_tool_call_runs_and_its_output_goes_back_as_a_tool_message() {
 
     let t = &traces(tmp.path())[0];
     assert_eq!(t["answer"], 42);
-    let calls = sample_calls(t);
+    let calls = tool_calls(t);
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0]["protocol"], "openai");
     assert_eq!(calls[0]["name"], "python");
@@ -188,7 +163,7 @@ fn a_server_refusing_tools_makes_auto_fall_back_to_fenced_blocks() {
         let tmp = tempfile::tempdir().unwrap();
         let server = refusing_server(refusal);
         let args = ["--samples", "2", "--concurrency", "1", "--retries", "3"];
-        let log = ok(&solve(tmp.path(), &server.url, 2, &args));
+        let log = ok(&solve_tools(tmp.path(), &server.url, 2, &args));
         assert_eq!(
             log.matches("falling back to fenced").count(),
             1,
@@ -201,7 +176,7 @@ fn a_server_refusing_tools_makes_auto_fall_back_to_fenced_blocks() {
         assert_eq!(reqs.len(), 9);
         for (i, t) in traces(tmp.path()).iter().enumerate() {
             assert_eq!(t["answer"], 11, "{t:#}");
-            assert_eq!(sample_calls(t)[0]["protocol"], "fenced");
+            assert_eq!(tool_calls(t)[0]["protocol"], "fenced");
             assert_eq!(t["tool_protocol"]["tools_sent"], false);
             let refused = t["tool_protocol"]["refused"].as_str().unwrap();
             assert!(refused.contains("tool"), "{refused}");
@@ -215,7 +190,7 @@ fn a_server_refusing_tools_makes_auto_fall_back_to_fenced_blocks() {
 fn tool_protocol_openai_stops_on_a_refusal_and_fenced_sends_no_tools() {
     let tmp = tempfile::tempdir().unwrap();
     let server = refusing_server((400, VLLM_REFUSAL));
-    let o = solve(tmp.path(), &server.url, 1, &["--tool-protocol", "openai"]);
+    let o = solve_tools(tmp.path(), &server.url, 1, &["--tool-protocol", "openai"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -226,7 +201,7 @@ fn tool_protocol_openai_stops_on_a_refusal_and_fenced_sends_no_tools() {
     let tmp = tempfile::tempdir().unwrap();
     let server = refusing_server((400, VLLM_REFUSAL));
     let args = ["--tool-protocol", "fenced", "--samples", "1"];
-    ok(&solve(tmp.path(), &server.url, 1, &args));
+    ok(&solve_tools(tmp.path(), &server.url, 1, &args));
     let reqs = server.chat_requests();
     assert_eq!(reqs.len(), 2);
     assert!(reqs.iter().all(|r| r.body.get("tools").is_none()));
@@ -250,7 +225,12 @@ fn malformed_tool_calls_are_answered_with_errors_and_the_sample_goes_on() {
         ]),
         _ => stream(vec![delta(Some("\\boxed{11}"), None), finish("stop")]),
     });
-    ok(&solve(tmp.path(), &server.url, 1, &["--samples", "1"]));
+    ok(&solve_tools(
+        tmp.path(),
+        &server.url,
+        1,
+        &["--samples", "1"],
+    ));
     let reqs = server.chat_requests();
     assert_eq!(reqs.len(), 2);
     let answers = tool_messages(&reqs[1]);
@@ -271,7 +251,7 @@ fn malformed_tool_calls_are_answered_with_errors_and_the_sample_goes_on() {
     assert!(text(4).contains("too long"), "{}", text(4));
     assert_eq!(text(5), "11");
     let t = &traces(tmp.path())[0];
-    let calls = sample_calls(t);
+    let calls = tool_calls(t);
     assert_eq!(calls.len(), 6);
     for c in &calls[..5] {
         assert_eq!((&c["error"], &c["rejected"]), (&json!(true), &json!(true)));
@@ -306,7 +286,7 @@ fn max_tool_calls_is_honoured_on_the_tool_call_path() {
         ])
     });
     let args = ["--samples", "1", "--max-tool-calls", "2"];
-    ok(&solve(tmp.path(), &server.url, 1, &args));
+    ok(&solve_tools(tmp.path(), &server.url, 1, &args));
     let reqs = server.chat_requests();
     // Two calls run, the third answered "limit reached"; the fourth ends the sample.
     assert_eq!(reqs.len(), 4);
@@ -320,7 +300,7 @@ fn max_tool_calls_is_honoured_on_the_tool_call_path() {
         "{limit}"
     );
     let t = &traces(tmp.path())[0];
-    let calls = sample_calls(t);
+    let calls = tool_calls(t);
     assert_eq!(calls.len(), 3);
     assert_eq!(calls[2]["rejected"], true);
     assert_eq!(t["answer"], 11);

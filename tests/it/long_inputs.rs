@@ -1,9 +1,7 @@
 //! Long inputs: attention in blocks of query rows gives the vectors of unblocked attention at a
 //! fraction of the memory; truncation is reported; memory estimates come from config.json alone.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use exemplar::encoder::{
     estimate_memory, Attention, AttentionBlocks, DType, Device, Encoder, EncoderOptions, Pooling,
     RecipeOverrides, TextKind, ATTENTION_BLOCK_ENV,
@@ -227,15 +225,9 @@ fn write_nemotron_config(dir: &Path) {
     std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
 }
 
+/// `embed info` with these arguments, which must succeed: its stdout.
 fn run_info(args: &[&str]) -> String {
-    let out = Command::new(embed_bin())
-        .arg("info")
-        .args(args)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    embed_ok(&[&["info"], args].concat()).0
 }
 
 #[test]

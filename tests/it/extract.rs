@@ -1,56 +1,24 @@
 //! `embed extract` end to end with the tiny fixture model: shard union, kill -9 and resume,
 //! per-shard runs, manifest checks, bad input.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn sample_train() -> PathBuf {
-    repo().join("datasets/sample/train.jsonl")
-}
-
-/// The first `n` lines of the bundled sample corpus, as a new file.
-fn corpus(dir: &Path, n: usize) -> PathBuf {
-    let text = std::fs::read_to_string(sample_train()).unwrap();
-    let lines: Vec<&str> = text.lines().take(n).collect();
-    let path = dir.join("corpus.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
+use std::process::Command;
 
 fn extract_cmd(input: &Path, out: &Path, extra: &[&str]) -> Command {
-    let mut c = Command::new(embed_bin());
-    c.args([
+    let mut c = embed_cmd(&[
         "extract",
         "--model",
         tiny_llama().to_str().unwrap(),
         "--quiet",
-    ])
-    .arg("--input")
-    .arg(input)
-    .arg("--out")
-    .arg(out)
-    .args(extra);
+    ]);
+    c.arg("--input")
+        .arg(input)
+        .arg("--out")
+        .arg(out)
+        .args(extra);
     c
-}
-
-fn run_ok(mut c: Command) -> Output {
-    let out = c.output().unwrap();
-    assert!(
-        out.status.success(),
-        "failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn run_err(mut c: Command) -> String {
-    let out = c.output().unwrap();
-    assert!(!out.status.success(), "unexpectedly succeeded");
-    String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
 /// id -> (embedding, problem) over every shard file in `dir`.
@@ -121,7 +89,7 @@ fn input_ids(path: &Path) -> Vec<String> {
 #[test]
 fn union_of_shards_equals_the_input_and_fields_pass_through() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 300);
+    let input = sample_corpus(tmp.path(), 300);
     let out = tmp.path().join("emb");
     let o = run_ok(extract_cmd(&input, &out, &["--shards", "3"]));
     let log = String::from_utf8_lossy(&o.stderr);
@@ -174,7 +142,7 @@ fn union_of_shards_equals_the_input_and_fields_pass_through() {
 #[test]
 fn killed_run_resumes_to_the_same_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 2500);
+    let input = sample_corpus(tmp.path(), 2500);
     let reference = tmp.path().join("reference");
     run_ok(extract_cmd(
         &input,
@@ -232,7 +200,7 @@ fn killed_run_resumes_to_the_same_result() {
 #[test]
 fn per_shard_runs_merge_to_the_local_result() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 200);
+    let input = sample_corpus(tmp.path(), 200);
     let local = tmp.path().join("local");
     run_ok(extract_cmd(
         &input,
@@ -262,7 +230,7 @@ fn per_shard_runs_merge_to_the_local_result() {
 #[test]
 fn a_different_job_in_the_same_folder_is_refused_naming_the_field() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 30);
+    let input = sample_corpus(tmp.path(), 30);
     let out = tmp.path().join("emb");
     run_ok(extract_cmd(&input, &out, &["--shards", "2"]));
     let err = run_err(extract_cmd(
@@ -400,19 +368,10 @@ fn bad_csv_row_is_reported_with_its_line() {
 #[test]
 fn shards_open_in_pyarrow_with_the_documented_schema() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 120);
+    let input = sample_corpus(tmp.path(), 120);
     let out = tmp.path().join("emb");
     run_ok(extract_cmd(&input, &out, &["--shards", "3"]));
-    let cache = std::env::var("EXEMPLAR_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| repo().join(".cache"));
-    let python = cache.join("venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/test.sh",
-        python.display()
-    );
-    let o = Command::new(python)
+    let o = Command::new(venv_python())
         .arg(repo().join("scripts/check_shards.py"))
         .arg(&out)
         .output()
@@ -441,7 +400,7 @@ const SCHEDULER_VARS: [&str; 8] = [
 #[test]
 fn two_cpu_devices_give_the_vectors_of_one_worker_bit_for_bit() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 160);
+    let input = sample_corpus(tmp.path(), 160);
     let one = tmp.path().join("one");
     run_ok(extract_cmd(&input, &one, &["--shards", "4"]));
     let two = tmp.path().join("two");
@@ -457,7 +416,7 @@ fn two_cpu_devices_give_the_vectors_of_one_worker_bit_for_bit() {
 #[test]
 fn ranks_of_a_multi_process_launch_pick_their_shards() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 120);
+    let input = sample_corpus(tmp.path(), 120);
     let local = tmp.path().join("local");
     run_ok(extract_cmd(&input, &local, &["--shards", "4"]));
     let ranked = tmp.path().join("ranked");
@@ -500,7 +459,7 @@ fn ranks_of_a_multi_process_launch_pick_their_shards() {
 #[test]
 fn a_refused_job_is_refused_before_the_model_is_loaded() {
     let tmp = tempfile::tempdir().unwrap();
-    let input = corpus(tmp.path(), 20);
+    let input = sample_corpus(tmp.path(), 20);
     // A checkpoint whose config, tokenizer and fingerprint are fine but whose weights file holds
     // no tensors: any attempt to load the model fails.
     let model = tmp.path().join("hollow-model");
@@ -514,9 +473,8 @@ fn a_refused_job_is_refused_before_the_model_is_loaded() {
     std::fs::write(model.join("model.safetensors"), weights).unwrap();
     let out = tmp.path().join("emb");
     let with_model = |extra: &[&str]| {
-        let mut c = Command::new(embed_bin());
-        c.args(["extract", "--quiet", "--model", model.to_str().unwrap()])
-            .arg("--input")
+        let mut c = embed_cmd(&["extract", "--quiet", "--model", model.to_str().unwrap()]);
+        c.arg("--input")
             .arg(&input)
             .arg("--out")
             .arg(&out)

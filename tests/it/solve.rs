@@ -1,121 +1,14 @@
 //! `solve` against a scripted OpenAI-compatible server on 127.0.0.1.
 
-mod common;
-
-use common::server::{delta, MockServer, Reply};
-use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use crate::util::server::{delta, MockServer, Reply};
+use crate::util::*;
+use std::path::Path;
 use std::time::{Duration, Instant};
-
-const KEY: &str = "sk-test-secret-4711";
-
-/// A small index of sample problems embedded with the tiny fixture model.
-fn build_index(dir: &Path) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
-    let corpus = dir.join("corpus.jsonl");
-    std::fs::write(
-        &corpus,
-        text.lines().take(120).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    let emb = dir.join("emb");
-    let idx = dir.join("index");
-    for args in [
-        vec![
-            "extract",
-            "--model",
-            tiny_llama().to_str().unwrap(),
-            "--input",
-            corpus.to_str().unwrap(),
-            "--out",
-            emb.to_str().unwrap(),
-            "--shards",
-            "1",
-            "--quiet",
-        ],
-        vec![
-            "index",
-            "build",
-            "--embeddings",
-            emb.to_str().unwrap(),
-            "--out",
-            idx.to_str().unwrap(),
-            "--quiet",
-        ],
-    ] {
-        let o = Command::new(embed_bin()).args(&args).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-    idx
-}
-
-/// Problems "p1".."pN" whose expected answers are 11, 22, 33, ...
-fn problems(dir: &Path, n: usize) -> PathBuf {
-    let path = dir.join("test.jsonl");
-    let lines: Vec<String> = (1..=n)
-        .map(|i| serde_json::json!({"id": format!("p{i}"), "problem": format!("Problem number {i}: what is {i} times eleven?"), "answer": (11 * i).to_string(), "source": "unit"}).to_string())
-        .collect();
-    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    path
-}
-
-/// The right answer for the problem in a request.
-fn right_answer(user: &str) -> u64 {
-    let n: u64 = user
-        .split("Problem number ")
-        .nth(1)
-        .unwrap()
-        .split(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    11 * n
-}
-
-fn solve(dir: &Path, server: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", server, "--out"])
-        .arg(dir.join("out/submission.csv"))
-        .args(["--quiet", "--backoff", "0.01"])
-        .args(extra)
-        .env("OPENAI_API_KEY", KEY)
-        .env_remove("EXEMPLAR_ENDPOINT")
-        .output()
-        .unwrap()
-}
-
-fn traces(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("out/traces.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn submission(dir: &Path) -> Vec<(String, u64)> {
-    std::fs::read_to_string(dir.join("out/submission.csv"))
-        .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| {
-            let (id, a) = l.split_once(',').unwrap();
-            (id.to_string(), a.parse().unwrap())
-        })
-        .collect()
-}
-
-fn ok(o: &Output) -> String {
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert!(o.status.success(), "solve failed: {err}");
-    err + &String::from_utf8_lossy(&o.stdout)
-}
 
 #[test]
 fn rag_run_sends_what_the_model_needs_and_writes_submission_and_traces() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = build_index(tmp.path());
+    let idx = sample_index(tmp.path(), 120);
     let input = problems(tmp.path(), 3);
     let server = MockServer::start(|req, _| {
         Reply::Completion(format!(
@@ -388,7 +281,7 @@ fn a_rerun_resumes_from_the_traces_and_redoes_a_torn_line() {
 #[test]
 fn dry_run_sends_nothing_and_writes_the_messages() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = build_index(tmp.path());
+    let idx = sample_index(tmp.path(), 120);
     let input = problems(tmp.path(), 2);
     let server = MockServer::start(|_, _| Reply::Completion("\\boxed{1}".into()));
     let o = solve(
@@ -417,7 +310,7 @@ fn dry_run_sends_nothing_and_writes_the_messages() {
 #[test]
 fn compare_rag_runs_a_control_arm_for_eval() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = build_index(tmp.path());
+    let idx = sample_index(tmp.path(), 120);
     let input = problems(tmp.path(), 2);
     // The model is right only when it was shown examples.
     let server = MockServer::start(|req, _| {
@@ -689,11 +582,8 @@ fn a_kill_leaves_a_complete_submission_of_what_is_done() {
             _ => Reply::Delay(Duration::from_secs(60), Box::new(answer)),
         }
     });
-    let mut child = Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", &server.url, "--out"])
-        .arg(tmp.path().join("out/submission.csv"))
+    let mut child = solve_cmd(tmp.path(), &server.url)
         .args([
-            "--quiet",
             "--input",
             input.to_str().unwrap(),
             "--rag",

@@ -8,11 +8,7 @@
 //! Without one the browser tests print why and pass as skipped, unless
 //! `EXEMPLAR_REQUIRE_BROWSER` is set (CI sets it): then a missing browser fails them.
 
-mod common;
-
-use common::*;
-use exemplar::extract::plan::{Column, ColumnType};
-use exemplar::extract::shard::Row;
+use crate::util::*;
 use exemplar::plot::{self, HighlightSpec, Method, PlotConfig, Source};
 use exemplar::progress::Silent;
 use serde_json::{json, Value};
@@ -433,67 +429,12 @@ fn decode_base64(s: &str) -> Vec<u8> {
 
 // ---- data ---------------------------------------------------------------------------------
 
-/// Deterministic unit vectors in `clusters` groups (row i in group i % clusters).
-fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed | 1;
-    let mut gauss = move || {
-        let mut u = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let (u1, u2) = (u().max(1e-12), u());
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    };
-    let centres: Vec<Vec<f32>> = (0..clusters)
-        .map(|_| (0..dim).map(|_| gauss()).collect())
-        .collect();
-    (0..n)
-        .map(|i| {
-            let mut v: Vec<f32> = centres[i % clusters]
-                .iter()
-                .map(|x| x + 0.5 * gauss())
-                .collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.iter_mut().for_each(|x| *x /= norm);
-            v
-        })
-        .collect()
-}
-
 /// One record of a synthetic extraction.
 struct Rec {
     id: String,
     problem: String,
     subject: String,
     source: String,
-}
-
-/// An `embed extract`-shaped folder (one shard) of `recs` with the vectors given.
-fn write_extraction(dir: &Path, recs: &[Rec], vectors: &[Vec<f32>]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let dim = vectors[0].len();
-    let columns: Vec<Column> = ["problem", "subject", "source"]
-        .iter()
-        .map(|n| Column {
-            name: n.to_string(),
-            ty: ColumnType::Utf8,
-        })
-        .collect();
-    let rows: Vec<Row> = recs
-        .iter()
-        .zip(vectors)
-        .map(|(r, v)| Row {
-            id: r.id.clone(),
-            fields: json!({"problem": r.problem, "subject": r.subject, "source": r.source})
-                .as_object()
-                .unwrap()
-                .clone(),
-            vector: v.clone(),
-        })
-        .collect();
-    write_one_shard_extraction(dir, dim, columns, &rows);
 }
 
 const SUBJECTS: [&str; 5] = [
@@ -530,7 +471,12 @@ fn synthetic(n: usize, text_len: usize) -> Vec<Rec> {
 
 fn synthetic_extraction(dir: &Path, n: usize, dim: usize, text_len: usize) -> Vec<Rec> {
     let recs = synthetic(n, text_len);
-    write_extraction(dir, &recs, &clustered(n, dim, SUBJECTS.len(), 7));
+    let vectors = clustered(n, dim, SUBJECTS.len(), 0.5, 7);
+    write_extraction(dir, &vectors, |i| {
+        let r = &recs[i];
+        let fields = json!({"problem": r.problem, "subject": r.subject, "source": r.source});
+        (r.id.clone(), fields)
+    });
     recs
 }
 
@@ -545,16 +491,6 @@ fn map(source: Source, out: &Path, dims: usize, method: Method) -> plot::PlotSum
         ..Default::default()
     };
     plot::plot(&cfg, &Silent).unwrap()
-}
-
-fn embed_ok(args: &[&str]) -> String {
-    let o = Command::new(embed_bin()).args(args).output().unwrap();
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 /// A point whose screen position is at least 6 pixels from every other drawn point, so the
@@ -911,34 +847,10 @@ fn html_map_draws_the_query_and_the_neighbours_index_query_returns() {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
-    let input = tmp.path().join("corpus.jsonl");
-    std::fs::write(
-        &input,
-        text.lines().take(120).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
+    let input = sample_corpus(tmp.path(), 120);
     let (emb, idx) = (tmp.path().join("emb"), tmp.path().join("idx"));
-    let model = tiny_llama();
-    embed_ok(&[
-        "extract",
-        "--model",
-        model.to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        emb.to_str().unwrap(),
-        "--quiet",
-    ]);
-    embed_ok(&[
-        "index",
-        "build",
-        "--embeddings",
-        emb.to_str().unwrap(),
-        "--out",
-        idx.to_str().unwrap(),
-        "--quiet",
-    ]);
+    extract(&tiny_llama(), &input, &emb, 8);
+    build_index(&emb, &idx);
     let q = "How many positive divisors does 36 have?";
     let out = tmp.path().join("q.html");
     let summary: Value = serde_json::from_str(
@@ -957,6 +869,7 @@ fn html_map_draws_the_query_and_the_neighbours_index_query_returns() {
             "--json",
             "--quiet",
         ])
+        .0
         .trim(),
     )
     .unwrap();
@@ -1038,7 +951,7 @@ const FRAME_MS: &str = "(() => { const t = performance.now(); \
 /// $EXEMPLAR_MAP_SCREENSHOT save a screenshot with the tooltip of the point at
 /// $EXEMPLAR_MAP_HOVER (an id; default: an isolated point).
 /// `EXEMPLAR_MAP_HTML=visualizations/sample-umap.html cargo nextest run --release
-///  -E 'binary(plot_html)' --run-ignored only --no-capture`
+///  -E 'binary(it) & test(/^plot_html::/)' --run-ignored only --no-capture`
 #[test]
 #[ignore]
 fn measure_and_screenshot_a_map() {

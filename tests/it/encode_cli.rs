@@ -1,18 +1,12 @@
 //! `embed encode` and `embed info` as a user runs them: output format and order, and clear
 //! errors for bad input.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use std::path::Path;
-use std::process::Command;
 
+/// `embed` with these arguments: (success, stdout, stderr).
 fn run_embed(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(embed_bin())
-        .args(args)
-        .env_remove("EXEMPLAR_MODEL")
-        .output()
-        .unwrap();
+    let out = embed(args);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),

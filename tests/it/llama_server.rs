@@ -3,103 +3,18 @@
 //! fail (rather than skip) when they are missing: CI installs them, and a skipped test of the
 //! real-server path proves nothing.
 
-mod common;
-
-use common::*;
+use crate::util::llama::LlamaServer;
+use crate::util::*;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
-
-fn cache() -> PathBuf {
-    std::env::var("EXEMPLAR_CACHE").map_or_else(|_| repo().join(".cache"), PathBuf::from)
-}
-
-/// A llama-server on a free port, stopped when dropped.
-struct LlamaServer {
-    child: Child,
-    root: String,
-}
-
-impl LlamaServer {
-    fn start(ctx: usize, parallel: usize, extra: &[&str]) -> Self {
-        let bin = cache().join("llama-server/bin/llama-server");
-        let gguf = cache().join("models/smollm2-135m-gguf/SmolLM2-135M-Instruct.Q4_1.gguf");
-        assert!(
-            bin.is_file() && gguf.is_file(),
-            "llama-server or the SmolLM2 GGUF is not installed under {}: run \
-             scripts/fetch-llama-server.sh",
-            cache().display()
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(bin)
-            .args(["-m", gguf.to_str().unwrap(), "--host", "127.0.0.1"])
-            .args(["--port", &port.to_string(), "-c", &ctx.to_string()])
-            // One thread, passive waiting: two spinning OpenMP threads slow down tenfold when
-            // the tests share the cores (measured; tests/fixtures/llama-server/NOTES.md).
-            .args(["-np", &parallel.to_string(), "-t", "1", "--no-webui"])
-            .env("OMP_WAIT_POLICY", "passive")
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let server = Self {
-            child,
-            root: format!("http://127.0.0.1:{port}"),
-        };
-        let start = Instant::now();
-        while get(&format!("{}/health", server.root)).is_none() {
-            assert!(
-                start.elapsed() < Duration::from_secs(120),
-                "llama-server did not start"
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        server
-    }
-
-    fn endpoint(&self) -> String {
-        format!("{}/v1", self.root)
-    }
-
-    /// Slots generating right now (from /slots).
-    fn busy_slots(&self) -> usize {
-        get(&format!("{}/slots", self.root))
-            .and_then(|v| v.as_array().cloned())
-            .map_or(0, |s| {
-                s.iter().filter(|s| s["is_processing"] == true).count()
-            })
-    }
-}
-
-impl Drop for LlamaServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// GET a JSON document, None unless it answers 200.
-fn get(url: &str) -> Option<serde_json::Value> {
-    let resp = ureq::get(url).call().ok()?;
-    if resp.status().as_u16() != 200 {
-        return None;
-    }
-    serde_json::from_str(&resp.into_body().read_to_string().ok()?).ok()
-}
 
 /// An index of sample problems (tiny fixture embedder). Problems and solutions are cut to 150
 /// characters (prompt processing dominates on a CPU), then `pad` sentences are put in front of
 /// each solution.
-fn build_index(dir: &Path, pad: usize) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
-    let lines: Vec<String> = text
-        .lines()
-        .take(60)
+fn padded_index(dir: &Path, pad: usize) -> PathBuf {
+    let lines: Vec<String> = sample_lines("train.jsonl", 60)
+        .iter()
         .map(|l| {
             let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
             let cut = |f: &str| -> String { v[f].as_str().unwrap().chars().take(150).collect() };
@@ -113,87 +28,31 @@ fn build_index(dir: &Path, pad: usize) -> PathBuf {
             v.to_string()
         })
         .collect();
-    let corpus = dir.join("corpus.jsonl");
-    std::fs::write(&corpus, lines.join("\n") + "\n").unwrap();
-    let (emb, idx) = (dir.join("emb"), dir.join("index"));
-    let model = tiny_llama();
-    for args in [
-        vec![
-            "extract",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            corpus.to_str().unwrap(),
-        ],
-        vec![
-            "index",
-            "build",
-            "--embeddings",
-            emb.to_str().unwrap(),
-            "--out",
-            idx.to_str().unwrap(),
-        ],
-    ] {
-        let mut args: Vec<&str> = args;
-        if args[0] == "extract" {
-            args.extend(["--out", emb.to_str().unwrap(), "--shards", "1"]);
-        }
-        let o = Command::new(embed_bin())
-            .args(&args)
-            .arg("--quiet")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-    idx
+    tiny_index(dir, &write_lines(dir.join("corpus.jsonl"), &lines))
 }
 
 /// The first `n` sample test problems (they have answers).
 fn test_problems(dir: &Path, n: usize) -> PathBuf {
-    let text = std::fs::read_to_string(repo().join("datasets/sample/test.jsonl")).unwrap();
-    let path = dir.join("problems.jsonl");
-    std::fs::write(
-        &path,
-        text.lines().take(n).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    path
+    write_lines(dir.join("problems.jsonl"), &sample_lines("test.jsonl", n))
 }
 
-fn solve(dir: &Path, endpoint: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_solve"))
-        .args(["--endpoint", endpoint, "--model", "smollm2", "--out"])
-        .arg(dir.join("out/submission.csv"))
-        .args(["--quiet", "--system", "You are a careful mathematician."])
+/// `solve` against the real server, as a careful mathematician.
+fn solve_smollm2(dir: &Path, endpoint: &str, extra: &[&str]) -> Output {
+    solve_cmd(dir, endpoint)
+        .args(["--model", "smollm2"])
+        .args(["--system", "You are a careful mathematician."])
         .args(extra)
-        .env_remove("EXEMPLAR_ENDPOINT")
         .output()
         .unwrap()
-}
-
-fn traces(dir: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(dir.join("out/traces.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn ok(o: &Output) {
-    assert!(
-        o.status.success(),
-        "solve failed: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
 }
 
 #[test]
 fn rag_solving_against_llama_server_answers_every_id_with_real_completions() {
     let tmp = tempfile::tempdir().unwrap();
-    let idx = build_index(tmp.path(), 0);
+    let idx = padded_index(tmp.path(), 0);
     let input = test_problems(tmp.path(), 2);
     let server = LlamaServer::start(8192, 4, &[]);
-    let o = solve(
+    let o = solve_smollm2(
         tmp.path(),
         &server.endpoint(),
         &[
@@ -236,7 +95,7 @@ fn a_deadline_leaves_the_server_idle_within_two_seconds() {
     let input = test_problems(tmp.path(), 1);
     // --ignore-eos: every sample would run to max_tokens (minutes on this CPU).
     let server = LlamaServer::start(8192, 4, &["--ignore-eos"]);
-    let o = solve(
+    let o = solve_smollm2(
         tmp.path(),
         &server.endpoint(),
         &[
@@ -271,10 +130,10 @@ fn a_deadline_leaves_the_server_idle_within_two_seconds() {
 fn long_examples_are_trimmed_to_a_small_context_without_overflow() {
     let tmp = tempfile::tempdir().unwrap();
     // Every solution is ~2,500 tokens: four of them cannot fit in 1,024.
-    let idx = build_index(tmp.path(), 80);
+    let idx = padded_index(tmp.path(), 80);
     let input = test_problems(tmp.path(), 2);
     let server = LlamaServer::start(1024, 1, &[]);
-    let o = solve(
+    let o = solve_smollm2(
         tmp.path(),
         &server.endpoint(),
         &[
@@ -316,7 +175,7 @@ fn tools_are_accepted_with_jinja_and_auto_falls_back_without() {
         let tmp = tempfile::tempdir().unwrap();
         let input = test_problems(tmp.path(), 1);
         let server = LlamaServer::start(4096, 1, flags);
-        let o = solve(
+        let o = solve_smollm2(
             tmp.path(),
             &server.endpoint(),
             &[

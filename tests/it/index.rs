@@ -1,69 +1,18 @@
 //! The HNSW index: recall against exact search, persistence, damaged files, filtered search.
 
-mod common;
-
-use common::*;
-use exemplar::extract::plan::{Column, ColumnType};
-use exemplar::extract::shard::Row;
+use crate::util::*;
 use exemplar::index::{self, BuildOptions, Index};
 use exemplar::progress::Silent;
 use std::path::Path;
 use std::process::Command;
 
-/// Deterministic clustered unit vectors: `clusters` random centres, Gaussian spread around them.
-fn clustered(n: usize, dim: usize, clusters: usize, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut gauss = move || {
-        let (u1, u2) = (uniform().max(1e-12), uniform());
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    };
-    let centres: Vec<Vec<f32>> = (0..clusters)
-        .map(|_| (0..dim).map(|_| gauss()).collect())
-        .collect();
-    (0..n)
-        .map(|i| {
-            let c = &centres[i % clusters];
-            let mut v: Vec<f32> = c.iter().map(|x| x + 0.9 * gauss()).collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.iter_mut().for_each(|x| *x /= norm);
-            v
-        })
-        .collect()
-}
-
-/// Write vectors as an `embed extract` output folder (one shard), with a `group` column.
-fn write_extraction(dir: &Path, vectors: &[Vec<f32>]) {
-    std::fs::create_dir_all(dir).unwrap();
-    let dim = vectors[0].len();
-    let columns = vec![
-        Column {
-            name: "problem".into(),
-            ty: ColumnType::Utf8,
-        },
-        Column {
-            name: "group".into(),
-            ty: ColumnType::Utf8,
-        },
-    ];
-    let rows: Vec<Row> = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Row {
-            id: format!("v{i}"),
-            fields: serde_json::json!({"problem": format!("problem {i}"), "group": format!("g{}", i % 3)})
-                .as_object()
-                .unwrap()
-                .clone(),
-            vector: v.clone(),
-        })
-        .collect();
-    write_one_shard_extraction(dir, dim, columns, &rows);
+/// Vectors as an `embed extract` output folder (one shard), with a `group` column.
+fn write_grouped(dir: &Path, vectors: &[Vec<f32>]) {
+    write_extraction(dir, vectors, |i| {
+        let fields =
+            serde_json::json!({"problem": format!("problem {i}"), "group": format!("g{}", i % 3)});
+        (format!("v{i}"), fields)
+    });
 }
 
 fn quiet() -> BuildOptions {
@@ -73,8 +22,8 @@ fn quiet() -> BuildOptions {
 #[test]
 fn recall_at_10_reaches_099_at_the_default_ef_on_20k_clustered_vectors() {
     let tmp = tempfile::tempdir().unwrap();
-    let vectors = clustered(20_000, 384, 100, 7);
-    write_extraction(&tmp.path().join("emb"), &vectors);
+    let vectors = clustered(20_000, 384, 100, 0.9, 7);
+    write_grouped(&tmp.path().join("emb"), &vectors);
     index::build(
         &tmp.path().join("emb"),
         &tmp.path().join("idx"),
@@ -96,8 +45,8 @@ fn recall_at_10_reaches_099_at_the_default_ef_on_20k_clustered_vectors() {
 #[test]
 fn persisted_index_returns_identical_results_and_filters() {
     let tmp = tempfile::tempdir().unwrap();
-    let vectors = clustered(3000, 32, 10, 11);
-    write_extraction(&tmp.path().join("emb"), &vectors);
+    let vectors = clustered(3000, 32, 10, 0.9, 11);
+    write_grouped(&tmp.path().join("emb"), &vectors);
     index::build(
         &tmp.path().join("emb"),
         &tmp.path().join("idx"),
@@ -138,7 +87,7 @@ fn persisted_index_returns_identical_results_and_filters() {
 
 fn built(tmp: &Path, name: &str, seed: u64) -> std::path::PathBuf {
     let emb = tmp.join(format!("emb-{name}"));
-    write_extraction(&emb, &clustered(500, 16, 5, seed));
+    write_grouped(&emb, &clustered(500, 16, 5, 0.9, seed));
     let out = tmp.join(name);
     index::build(&emb, &out, &quiet(), &Silent).unwrap();
     out
@@ -242,46 +191,14 @@ fn empty_or_garbage_manifest_is_an_error() {
 #[test]
 fn cli_builds_and_queries_an_index_of_extracted_problems() {
     let tmp = tempfile::tempdir().unwrap();
-    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
-    let input = tmp.path().join("corpus.jsonl");
-    std::fs::write(
-        &input,
-        text.lines().take(200).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
+    let input = sample_corpus(tmp.path(), 200);
     let emb = tmp.path().join("emb");
-    let run = |args: &[&str]| {
-        let o = Command::new(embed_bin()).args(args).output().unwrap();
-        assert!(
-            o.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
-    run(&[
-        "extract",
-        "--model",
-        tiny_llama().to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        emb.to_str().unwrap(),
-        "--shards",
-        "2",
-        "--quiet",
-    ]);
+    let run = |args: &[&str]| embed_ok(args).0;
+    extract(&tiny_llama(), &input, &emb, 2);
     let idx = tmp.path().join("indexes/small");
-    run(&[
-        "index",
-        "build",
-        "--embeddings",
-        emb.to_str().unwrap(),
-        "--out",
-        idx.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    build_index(&emb, &idx);
+    let first: serde_json::Value =
+        serde_json::from_str(&sample_lines("train.jsonl", 1)[0]).unwrap();
     let problem = first["problem"].as_str().unwrap();
     let out = run(&[
         "index",
@@ -327,19 +244,16 @@ fn cli_builds_and_queries_an_index_of_extracted_problems() {
         "{info}"
     );
     // A different model than the index's is refused.
-    let o = Command::new(embed_bin())
-        .args([
-            "index",
-            "query",
-            "--index",
-            idx.to_str().unwrap(),
-            "--text",
-            "x",
-            "--model",
-            minilm().to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
+    let o = embed(&[
+        "index",
+        "query",
+        "--index",
+        idx.to_str().unwrap(),
+        "--text",
+        "x",
+        "--model",
+        minilm().to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("is not the model this index was built with")
@@ -390,7 +304,7 @@ fn kill_between_the_two_renames_leaves_a_loadable_index() {
 fn out_that_is_not_an_index_is_refused_and_left_untouched() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(200, 16, 5, 3));
+    write_grouped(&emb, &clustered(200, 16, 5, 0.9, 3));
     let out = tmp.path().join("notes");
     std::fs::create_dir(&out).unwrap();
     std::fs::write(out.join("thesis.tex"), "years of work").unwrap();
@@ -407,13 +321,15 @@ fn out_that_is_not_an_index_is_refused_and_left_untouched() {
     );
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
     // The same refusal through the CLI.
-    let o = Command::new(embed_bin())
-        .args(["index", "build", "--quiet", "--embeddings"])
-        .arg(&emb)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = embed(&[
+        "index",
+        "build",
+        "--quiet",
+        "--embeddings",
+        emb.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("not an exemplar index"));
     assert_eq!(std::fs::read_dir(&out).unwrap().count(), 1);
@@ -423,7 +339,7 @@ fn out_that_is_not_an_index_is_refused_and_left_untouched() {
 fn out_inside_the_embeddings_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(200, 16, 5, 3));
+    write_grouped(&emb, &clustered(200, 16, 5, 0.9, 3));
     let listing = |p: &Path| {
         let mut v: Vec<_> = std::fs::read_dir(p)
             .unwrap()
@@ -531,42 +447,11 @@ fn every_point_is_checked_for_reachability_after_a_build() {
     assert!(sampled && rows.len() == index::reach::SAMPLE && rows[1] == 50);
 }
 
-fn venv_python() -> std::path::PathBuf {
-    let cache = std::env::var("EXEMPLAR_CACHE")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|_| repo().join(".cache"));
-    let python = cache.join("venv/bin/python");
-    assert!(
-        python.is_file(),
-        "{} missing: run scripts/test.sh",
-        python.display()
-    );
-    python
-}
-
 /// Run a Python snippet (pyarrow + numpy) with `dir` as its working directory.
 fn python(dir: &Path, code: &str) {
-    let o = Command::new(venv_python())
-        .arg("-c")
-        .arg(code)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
-fn embed(args: &[&str]) -> std::process::Output {
-    Command::new(embed_bin()).args(args).output().unwrap()
-}
-
-fn embed_ok(args: &[&str]) -> (String, String) {
-    let o = embed(args);
-    let (out, err) = (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    );
-    assert!(o.status.success(), "{args:?}: {err}");
-    (out, err)
+    let mut c = Command::new(venv_python());
+    c.arg("-c").arg(code).current_dir(dir);
+    run_ok(c);
 }
 
 const EXTERNAL_VECTORS: &str = r#"
@@ -743,7 +628,7 @@ fn graph_over(vectors: &[Vec<f32>]) -> (Vec<f32>, index::hnsw::Hnsw) {
 
 #[test]
 fn a_planted_unreachable_point_is_found_and_repaired() {
-    let vectors = clustered(3000, 32, 10, 21);
+    let vectors = clustered(3000, 32, 10, 0.9, 21);
     let (flat, g) = graph_over(&vectors);
     let dim = 32;
     let rows: Vec<usize> = (0..3000).collect();
@@ -777,7 +662,7 @@ fn a_planted_unreachable_point_is_found_and_repaired() {
 #[test]
 fn damaged_graph_links_are_an_error_not_a_panic() {
     let tmp = tempfile::tempdir().unwrap();
-    let vectors = clustered(400, 8, 4, 5);
+    let vectors = clustered(400, 8, 4, 0.9, 5);
     let (_, g) = graph_over(&vectors);
     let (data, graph) = (tmp.path().join("g.data"), tmp.path().join("g.graph"));
     g.save(&data, &graph).unwrap();
@@ -826,8 +711,8 @@ fn an_index_in_an_older_format_says_rebuild_and_is_rebuilt_over() {
 fn export_to_hnsw_rs_reloads_our_graph_and_searches_like_it() {
     use hnsw_rs::prelude::{DistDot, Hnsw, HnswIo, ReloadOptions};
     let tmp = tempfile::tempdir().unwrap();
-    let vectors = clustered(6000, 48, 40, 13);
-    write_extraction(&tmp.path().join("emb"), &vectors);
+    let vectors = clustered(6000, 48, 40, 0.9, 13);
+    write_grouped(&tmp.path().join("emb"), &vectors);
     let dir = tmp.path().join("idx");
     index::build(&tmp.path().join("emb"), &dir, &quiet(), &Silent).unwrap();
     let out = tmp.path().join("hnsw_rs");

@@ -2,70 +2,17 @@
 //! size in both formats, the highlight marks exactly what `embed index query` returns, and the
 //! errors name what is wrong.
 
-mod common;
-
-use common::*;
-use exemplar::extract::plan::{Column, ColumnType};
-use exemplar::extract::shard::Row;
+use crate::util::*;
 use exemplar::plot::{self, HighlightSpec, Method, PlotConfig, Source};
 use exemplar::progress::Silent;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-/// Deterministic unit vectors in `clusters` well-separated groups (row i in group i % clusters).
-fn clustered(n: usize, dim: usize, clusters: usize, spread: f32, seed: u64) -> Vec<Vec<f32>> {
-    let mut state = seed | 1;
-    let mut uniform = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
-    let mut gauss = move || {
-        let (u1, u2) = (uniform().max(1e-12), uniform());
-        ((-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()) as f32
-    };
-    let centres: Vec<Vec<f32>> = (0..clusters)
-        .map(|_| (0..dim).map(|_| gauss()).collect())
-        .collect();
-    (0..n)
-        .map(|i| {
-            let c = &centres[i % clusters];
-            let mut v: Vec<f32> = c.iter().map(|x| x + spread * gauss()).collect();
-            let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            v.iter_mut().for_each(|x| *x /= norm);
-            v
-        })
-        .collect()
-}
 
 /// An `embed extract`-shaped folder (one shard) with `group` = "g{i % groups}" and `problem`.
-fn write_extraction(dir: &Path, vectors: &[Vec<f32>], groups: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    let dim = vectors[0].len();
-    let columns = vec![
-        Column {
-            name: "problem".into(),
-            ty: ColumnType::Utf8,
-        },
-        Column {
-            name: "group".into(),
-            ty: ColumnType::Utf8,
-        },
-    ];
-    let rows: Vec<Row> = vectors
-        .iter()
-        .enumerate()
-        .map(|(i, v)| Row {
-            id: format!("v{i}"),
-            fields: serde_json::json!({"problem": format!("problem\t{i}\nline two"), "group": format!("g{}", i % groups)})
-                .as_object()
-                .unwrap()
-                .clone(),
-            vector: v.clone(),
-        })
-        .collect();
-    write_one_shard_extraction(dir, dim, columns, &rows);
+fn write_grouped(dir: &Path, vectors: &[Vec<f32>], groups: usize) {
+    write_extraction(dir, vectors, |i| {
+        let fields = serde_json::json!({"problem": format!("problem\t{i}\nline two"), "group": format!("g{}", i % groups)});
+        (format!("v{i}"), fields)
+    });
 }
 
 fn config(source: Source, out: Vec<PathBuf>) -> PlotConfig {
@@ -136,7 +83,7 @@ fn assert_clusters_apart(s: &plot::PlotSummary, clusters: usize, what: &str) {
 fn three_separated_clusters_stay_apart_with_pca_and_umap_in_2d_and_3d() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(450, 48, 3, 0.25, 5), 3);
+    write_grouped(&emb, &clustered(450, 48, 3, 0.25, 5), 3);
     for method in [Method::Pca, Method::Umap] {
         for dims in [2, 3] {
             let out = tmp.path().join(format!("{method:?}-{dims}.png"));
@@ -162,7 +109,7 @@ fn three_separated_clusters_stay_apart_with_pca_and_umap_in_2d_and_3d() {
 fn umap_layout_is_deterministic_for_a_seed() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(300, 32, 4, 0.5, 9), 4);
+    write_grouped(&emb, &clustered(300, 32, 4, 0.5, 9), 4);
     let run = |seed: u64| {
         let cfg = PlotConfig {
             method: Method::Umap,
@@ -208,27 +155,13 @@ fn svg_size(path: &Path) -> (u32, u32) {
     (attr("width"), attr("height"))
 }
 
-fn embed(args: &[&str]) -> std::process::Output {
-    Command::new(embed_bin()).args(args).output().unwrap()
-}
-
-fn embed_ok(args: &[&str]) -> String {
-    let o = embed(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
 #[test]
 fn cli_writes_png_and_svg_of_the_requested_size_with_text_and_3d_views() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(600, 32, 6, 0.4, 3), 6);
+    write_grouped(&emb, &clustered(600, 32, 6, 0.4, 3), 6);
     let out = tmp.path().join("maps/pca.png");
-    let stdout = embed_ok(&[
+    let (stdout, _) = embed_ok(&[
         "plot",
         "--embeddings",
         emb.to_str().unwrap(),
@@ -331,7 +264,7 @@ fn cli_writes_png_and_svg_of_the_requested_size_with_text_and_3d_views() {
 fn sample_is_stratified_deterministic_and_keeps_highlighted_ids() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(1000, 16, 5, 0.4, 2), 5);
+    write_grouped(&emb, &clustered(1000, 16, 5, 0.4, 2), 5);
     let cfg = PlotConfig {
         sample: 100,
         highlight: Some(HighlightSpec::Ids(vec![
@@ -375,7 +308,7 @@ fn sample_is_stratified_deterministic_and_keeps_highlighted_ids() {
 
 /// The ids of `embed index query --json`, in rank order.
 fn query_ids(index: &Path, text: &str, k: usize) -> Vec<String> {
-    let out = embed_ok(&[
+    let (out, _) = embed_ok(&[
         "index",
         "query",
         "--index",
@@ -416,7 +349,7 @@ fn plot_highlight_ids(
     let k = k.to_string();
     args.extend(["--k", k.as_str()]);
     args.extend(extra);
-    let s: serde_json::Value = serde_json::from_str(embed_ok(&args).trim()).unwrap();
+    let s: serde_json::Value = serde_json::from_str(embed_ok(&args).0.trim()).unwrap();
     let ids = s["highlighted"]
         .as_array()
         .unwrap()
@@ -430,36 +363,10 @@ fn plot_highlight_ids(
 fn highlight_marks_exactly_the_ids_index_query_returns() {
     let tmp = tempfile::tempdir().unwrap();
     // A real extraction of 150 sample problems with the tiny model: exact search.
-    let text = std::fs::read_to_string(repo().join("datasets/sample/train.jsonl")).unwrap();
-    let input = tmp.path().join("corpus.jsonl");
-    std::fs::write(
-        &input,
-        text.lines().take(150).collect::<Vec<_>>().join("\n") + "\n",
-    )
-    .unwrap();
-    let emb = tmp.path().join("emb");
-    let idx = tmp.path().join("idx");
-    embed_ok(&[
-        "extract",
-        "--model",
-        tiny_llama().to_str().unwrap(),
-        "--input",
-        input.to_str().unwrap(),
-        "--out",
-        emb.to_str().unwrap(),
-        "--shards",
-        "2",
-        "--quiet",
-    ]);
-    embed_ok(&[
-        "index",
-        "build",
-        "--embeddings",
-        emb.to_str().unwrap(),
-        "--out",
-        idx.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let input = sample_corpus(tmp.path(), 150);
+    let (emb, idx) = (tmp.path().join("emb"), tmp.path().join("idx"));
+    extract(&tiny_llama(), &input, &emb, 2);
+    build_index(&emb, &idx);
     let q = "How many positive divisors does 36 have?";
     for (k, method, extra) in [
         (4, "pca", vec!["--color-by", "subject"]),
@@ -481,17 +388,9 @@ fn highlight_marks_exactly_the_ids_index_query_returns() {
     // A 6,000-vector index (synthetic vectors in the tiny model's space): HNSW search, as
     // `embed index query` does at that size.
     let big = tmp.path().join("big-emb");
-    write_extraction(&big, &clustered(6000, 64, 30, 0.6, 4), 30);
+    write_grouped(&big, &clustered(6000, 64, 30, 0.6, 4), 30);
     let big_idx = tmp.path().join("big-idx");
-    embed_ok(&[
-        "index",
-        "build",
-        "--embeddings",
-        big.to_str().unwrap(),
-        "--out",
-        big_idx.to_str().unwrap(),
-        "--quiet",
-    ]);
+    build_index(&big, &big_idx);
     let want = query_ids(&big_idx, q, 5);
     let (got, search) = plot_highlight_ids(
         &big_idx,
@@ -508,7 +407,7 @@ fn highlight_marks_exactly_the_ids_index_query_returns() {
 fn unknown_colour_field_lists_the_fields_and_too_few_points_is_an_error() {
     let tmp = tempfile::tempdir().unwrap();
     let emb = tmp.path().join("emb");
-    write_extraction(&emb, &clustered(30, 16, 3, 0.3, 1), 3);
+    write_grouped(&emb, &clustered(30, 16, 3, 0.3, 1), 3);
     let o = embed(&[
         "plot",
         "--embeddings",

@@ -2,10 +2,7 @@
 //! disjoint vocabulary, so a working retriever (dense or lexical) returns only same-topic
 //! neighbours, while random neighbours share the label about a third of the time.
 
-mod common;
-
-use common::*;
-use std::process::Command;
+use crate::util::*;
 
 const TOPICS: [(&str, [&str; 8]); 3] = [
     (
@@ -75,49 +72,21 @@ fn dense_and_lexical_retrieval_beat_random_on_a_known_corpus() {
     std::fs::write(&corpus_path, corpus).unwrap();
     std::fs::write(&queries_path, queries).unwrap();
     let (emb, idx) = (tmp.path().join("emb"), tmp.path().join("idx"));
-    for args in [
-        vec![
-            "extract",
-            "--model",
-            minilm().to_str().unwrap(),
-            "--input",
-            corpus_path.to_str().unwrap(),
-            "--out",
-            emb.to_str().unwrap(),
-            "--shards",
-            "1",
-            "--quiet",
-        ],
-        vec![
-            "index",
-            "build",
-            "--embeddings",
-            emb.to_str().unwrap(),
-            "--out",
-            idx.to_str().unwrap(),
-            "--quiet",
-        ],
-    ] {
-        let o = Command::new(embed_bin()).args(&args).output().unwrap();
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-    let o = Command::new(embed_bin())
-        .args([
-            "eval-retrieval",
-            "--index",
-            idx.to_str().unwrap(),
-            "--queries",
-            queries_path.to_str().unwrap(),
-            "-k",
-            "3",
-            "--label",
-            "topic",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    extract(&minilm(), &corpus_path, &emb, 1);
+    build_index(&emb, &idx);
+    let (out, _) = embed_ok(&[
+        "eval-retrieval",
+        "--index",
+        idx.to_str().unwrap(),
+        "--queries",
+        queries_path.to_str().unwrap(),
+        "-k",
+        "3",
+        "--label",
+        "topic",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(r["queries"], 7);
     let m = r["methods"].as_array().unwrap();
     let (dense, bm25, random) = (&m[0], &m[1], &m[2]);
@@ -132,18 +101,15 @@ fn dense_and_lexical_retrieval_beat_random_on_a_known_corpus() {
     );
 
     // An unknown label lists the fields that exist.
-    let o = Command::new(embed_bin())
-        .args([
-            "eval-retrieval",
-            "--index",
-            idx.to_str().unwrap(),
-            "--queries",
-            queries_path.to_str().unwrap(),
-            "--label",
-            "colour",
-        ])
-        .output()
-        .unwrap();
+    let o = embed(&[
+        "eval-retrieval",
+        "--index",
+        idx.to_str().unwrap(),
+        "--queries",
+        queries_path.to_str().unwrap(),
+        "--label",
+        "colour",
+    ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("topic"));
 }

@@ -1,9 +1,7 @@
 //! The embedding engine reproduces the reference implementations (transformers /
 //! sentence-transformers, see tests/fixtures/README.md) to float32 precision.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use exemplar::encoder::{
     Attention, DType, Encoder, EncoderOptions, PaddingSide, Pooling, RecipeOverrides, TextKind,
 };
