@@ -262,7 +262,7 @@ mod tests {
             assert_eq!((out.text.as_str(), out.missing.len()), (want, 0), "{t}");
         }
         let out = Template::parse("{messages[9].content}|{nope}|{meta.n}").render(&r);
-        assert_eq!((out.text.as_str(), out.missing), ("|3", vec![0, 1]));
+        assert_eq!((out.text.as_str(), out.missing), ("||3", vec![0, 1]));
         assert_eq!(
             chat_path("messages", &r["messages"]).unwrap(),
             "{messages[role=user][-1].content}"
