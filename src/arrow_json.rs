@@ -5,8 +5,9 @@ use arrow::array::{Array, AsArray, RecordBatch};
 use arrow::datatypes::*;
 use serde_json::{Map, Value};
 
-/// One cell as JSON: strings, integers, floats and booleans natively, null as null, anything
-/// else in Arrow's own display form.
+/// One cell as JSON: strings, integers, floats and booleans natively, null as null, lists as
+/// arrays and structs and maps as objects (recursively), anything else (dates, decimals, bytes)
+/// in Arrow's own display form.
 pub fn cell_json(col: &dyn Array, i: usize) -> Value {
     if col.is_null(i) {
         return Value::Null;
@@ -26,6 +27,31 @@ pub fn cell_json(col: &dyn Array, i: usize) -> Value {
         DataType::UInt64 => col.as_primitive::<UInt64Type>().value(i).into(),
         DataType::Float32 => float(col.as_primitive::<Float32Type>().value(i) as f64),
         DataType::Float64 => float(col.as_primitive::<Float64Type>().value(i)),
+        DataType::List(_) => list_json(col.as_list::<i32>().value(i).as_ref()),
+        DataType::LargeList(_) => list_json(col.as_list::<i64>().value(i).as_ref()),
+        DataType::FixedSizeList(..) => list_json(col.as_fixed_size_list().value(i).as_ref()),
+        DataType::Struct(fields) => {
+            let s = col.as_struct();
+            Value::Object(
+                fields
+                    .iter()
+                    .zip(s.columns())
+                    .map(|(f, c)| (f.name().clone(), cell_json(c.as_ref(), i)))
+                    .collect(),
+            )
+        }
+        DataType::Map(..) => {
+            let entries = col.as_map().value(i);
+            let (keys, values) = (entries.column(0), entries.column(1));
+            Value::Object(
+                (0..entries.len())
+                    .map(|j| {
+                        let key = value_text(&cell_json(keys.as_ref(), j)).unwrap_or_default();
+                        (key, cell_json(values.as_ref(), j))
+                    })
+                    .collect(),
+            )
+        }
         _ => {
             let opts = arrow::util::display::FormatOptions::default();
             match arrow::util::display::ArrayFormatter::try_new(col, &opts) {
@@ -34,6 +60,10 @@ pub fn cell_json(col: &dyn Array, i: usize) -> Value {
             }
         }
     }
+}
+
+fn list_json(items: &dyn Array) -> Value {
+    Value::Array((0..items.len()).map(|j| cell_json(items, j)).collect())
 }
 
 /// NaN and infinities have no JSON form: they become null.

@@ -39,6 +39,39 @@ pub fn hash_file(path: &Path) -> Result<FileDigest> {
     })
 }
 
+/// `path` absolute with links resolved (as stored in manifests, so that any path naming the
+/// same file gives the same record); absolute against the current folder when it does not exist.
+pub fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    })
+}
+
+/// The relative path from folder `base` to `target`, both absolute (`../../models/m`).
+pub fn relative_path(target: &Path, base: &Path) -> Option<PathBuf> {
+    use std::path::Component;
+    if !target.is_absolute() || !base.is_absolute() {
+        return None;
+    }
+    let (t, b): (Vec<Component>, Vec<Component>) =
+        (target.components().collect(), base.components().collect());
+    let common = t.iter().zip(&b).take_while(|(x, y)| x == y).count();
+    let mut out = PathBuf::new();
+    for _ in common..b.len() {
+        out.push("..");
+    }
+    for c in &t[common..] {
+        out.push(c);
+    }
+    Some(if out.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        out
+    })
+}
+
 /// The last component of `path` as text (empty when there is none).
 pub fn file_name(path: &Path) -> String {
     path.file_name()
@@ -158,6 +191,15 @@ mod tests {
         assert_eq!(std::fs::read(&p).unwrap(), b"old");
         assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
         assert_eq!(hash_file(&p).unwrap().bytes, 3);
+    }
+
+    #[test]
+    fn relative_paths_between_folders() {
+        let rel = |t: &str, b: &str| relative_path(Path::new(t), Path::new(b)).unwrap();
+        assert_eq!(rel("/a/m/x", "/a/idx"), PathBuf::from("../m/x"));
+        assert_eq!(rel("/a/idx/m", "/a/idx"), PathBuf::from("m"));
+        assert_eq!(rel("/a", "/a"), PathBuf::from("."));
+        assert!(relative_path(Path::new("m"), Path::new("/a")).is_none());
     }
 
     #[test]

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use super::model::ModelArgs;
 use super::progress::Bars;
 use crate::encoder::Device;
-use crate::extract::{plan::TextSpec, ExtractConfig};
+use crate::extract::{plan::TextChoice, ExtractConfig};
+use std::io::IsTerminal;
 
 #[derive(Args, Debug)]
 pub struct ExtractArgs {
@@ -37,13 +38,15 @@ pub struct ExtractArgs {
     /// workers as they free up. Replaces --device and --workers.
     #[arg(long, value_delimiter = ',')]
     pub devices: Vec<Device>,
-    /// Field holding the record id.
-    #[arg(long, default_value = "id")]
-    pub id_field: String,
-    /// Field embedded as the document text (ignored when --doc-template is given).
-    #[arg(long, default_value = "problem")]
-    pub text_field: String,
-    /// Build the embedded text from several fields, e.g. "{problem}\n{solution}".
+    /// Field holding the record id [default: `id`; records without one get FILE:LINE ids].
+    #[arg(long)]
+    pub id_field: Option<String>,
+    /// Field embedded as the document text [default: the first of problem, question, prompt,
+    /// text, or the last user turn of messages/conversations]. --doc-template overrides it.
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// Build the embedded text from fields and paths, e.g. "{problem}\n{solution}" or
+    /// "{messages[-1].content}" (docs/corpora.md).
     #[arg(long)]
     pub doc_template: Option<String>,
     /// Commit finished rows every this many rows: a kill loses at most this much work.
@@ -56,9 +59,12 @@ pub struct ExtractArgs {
     /// Start over when --out holds a different job (otherwise refused, naming the field).
     #[arg(long)]
     pub force: bool,
-    /// Log lines instead of progress bars.
+    /// Log lines instead of progress bars (a progress line every 10% or 5 s).
     #[arg(long)]
     pub quiet: bool,
+    /// Print a JSON summary object on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
 }
 
 impl ExtractArgs {
@@ -80,12 +86,11 @@ impl ExtractArgs {
                 anyhow::anyhow!("--shard-id {k:?}: expected a number or `auto`")
             })?]),
         };
-        let doc_template = match &self.doc_template {
-            Some(t) => t.replace("\\n", "\n"),
-            None => format!("{{{}}}", self.text_field),
-        };
+        if self.workers == 0 {
+            anyhow::bail!("--workers must be at least 1");
+        }
         let devices = if self.devices.is_empty() {
-            vec![self.model.device; self.workers.max(1)]
+            vec![self.model.device; self.workers]
         } else {
             self.devices.clone()
         };
@@ -99,15 +104,17 @@ impl ExtractArgs {
                 ..self.model.options()
             },
             devices,
-            text: TextSpec {
+            text: TextChoice {
                 id_field: self.id_field.clone(),
-                doc_template,
+                text_field: self.text_field.clone(),
+                doc_template: self.doc_template.as_ref().map(|t| t.replace("\\n", "\n")),
             },
             shards: self.shards,
             shard_ids,
             checkpoint_rows: self.checkpoint_rows,
             skip_bad: self.skip_bad,
             force: self.force,
+            progress_lines: self.quiet || !std::io::stderr().is_terminal(),
         })
     }
 }
@@ -117,10 +124,12 @@ pub fn run(args: ExtractArgs) -> Result<()> {
     let s = crate::extract::run(&cfg, &Bars::new(args.quiet))?;
     let secs = s.seconds.max(1e-9);
     eprintln!(
-        "extract: {} rows ({} embedded in this run), {} rejected, {}/{} shards complete, dim {}, \
-         {:.1} s, {:.1} texts/s, {:.0} tokens/s -> {}",
+        "extract: {} rows ({} embedded in this run), {} truncated at {} tokens, {} rejected, \
+         {}/{} shards complete, dim {}, {:.1} s, {:.1} texts/s, {:.0} tokens/s -> {}",
         s.rows,
         s.rows_embedded_now,
+        s.truncated_now,
+        s.max_length,
         s.rejected,
         s.shards_done,
         s.shards,
@@ -130,5 +139,30 @@ pub fn run(args: ExtractArgs) -> Result<()> {
         s.tokens_now as f64 / secs,
         cfg.out.display()
     );
+    if s.truncated_now > 0 {
+        eprintln!(
+            "note: {} of {} texts were longer than {} tokens and were cut (--max-length to change)",
+            s.truncated_now, s.rows_embedded_now, s.max_length
+        );
+    }
+    if args.json {
+        let summary = serde_json::json!({
+            "rows": s.rows,
+            "embedded_now": s.rows_embedded_now,
+            "tokens_now": s.tokens_now,
+            "truncated": s.truncated_now,
+            "max_length": s.max_length,
+            "rejected": s.rejected,
+            "shards": s.shards,
+            "shards_complete": s.shards_done,
+            "dim": s.dim,
+            "seconds": s.seconds,
+            "texts_per_s": s.rows_embedded_now as f64 / secs,
+            "id_field": s.id_field,
+            "doc_template": s.doc_template,
+            "out": crate::fsio::canonical(&cfg.out),
+        });
+        println!("{summary}");
+    }
     Ok(())
 }

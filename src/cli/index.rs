@@ -26,10 +26,14 @@ pub enum IndexCommand {
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
-    /// Output folder of `embed extract` (manifest.json + shard-*.parquet), or a Parquet file
-    /// (or folder of them) another tool wrote: an id column and a list of float32/float16.
+    /// Output folder of `embed extract` (manifest.json + shard-*.parquet), or with --external a
+    /// Parquet file (or folder of them) another tool wrote: an id column and a list of
+    /// float32/float16.
     #[arg(long)]
     pub embeddings: PathBuf,
+    /// --embeddings is Parquet another tool wrote, not an `embed extract` folder.
+    #[arg(long)]
+    pub external: bool,
     /// External Parquet: the id column.
     #[arg(long, default_value = "id")]
     pub id_field: String,
@@ -48,6 +52,9 @@ pub struct BuildArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Print a JSON summary object on stdout at the end.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -172,6 +179,7 @@ fn build(a: BuildArgs) -> Result<()> {
             id: a.id_field.clone(),
             embedding: a.embedding_field.clone(),
         },
+        external: a.external,
     };
     let m = index::build(&a.embeddings, &a.out, &opts, &Bars::new(a.quiet))?;
     let bytes: u64 = m.files.values().map(|f| f.bytes).sum();
@@ -186,6 +194,24 @@ fn build(a: BuildArgs) -> Result<()> {
         bytes as f64 / 1e6,
         a.out.display()
     );
+    if a.json {
+        let summary = serde_json::json!({
+            "rows": m.count,
+            "dim": m.dim,
+            "seconds": m.build_seconds,
+            "vectors_per_s": m.count as f64 / m.build_seconds.max(1e-9),
+            "m": m.params.m,
+            "ef_construction": m.params.ef_construction,
+            "bytes": bytes,
+            "shards": m.embeddings.shards,
+            "external": m.external.is_some(),
+            "source": m.source,
+            "model": m.embeddings.model,
+            "unreachable": m.reachability.as_ref().map(|r| r.still_unreachable),
+            "out": crate::fsio::canonical(&a.out),
+        });
+        println!("{summary}");
+    }
     Ok(())
 }
 
@@ -245,6 +271,12 @@ fn query_vectors(a: &QueryArgs, idx: &Index) -> Result<Vec<(String, String, Vec<
 }
 
 fn query(a: QueryArgs) -> Result<()> {
+    if a.k == 0 {
+        bail!("-k must be at least 1 (neighbours per query)");
+    }
+    if a.ef == 0 {
+        bail!("--ef must be at least 1");
+    }
     let idx = load(&a.index, a.verify)?;
     let queries = query_vectors(&a, &idx)?;
     let records = idx.records()?;
@@ -338,6 +370,12 @@ fn print_table(
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
+    if a.k == 0 || a.queries == 0 {
+        bail!("--k and --queries must be at least 1");
+    }
+    if a.ef.contains(&0) {
+        bail!("--ef values must be at least 1");
+    }
     let idx = load(&a.index, a.verify)?;
     let rows = index::evaluate(&idx, a.queries, a.k, &a.ef);
     let recommended = rows.iter().find(|r| r.recall >= 0.99).map(|r| r.ef);

@@ -9,7 +9,8 @@ use std::path::Path;
 use super::plan::{Column, InputFile, Plan, Rejection, TextSpec};
 use super::shard::shard_name;
 use crate::encoder::{DType, ModelInfo, Recipe};
-use crate::fsio::write_atomically;
+use crate::fsio::{hash_file, write_atomically, FileDigest};
+use std::collections::BTreeMap;
 
 pub const FORMAT: &str = "exemplar.embeddings.v1";
 
@@ -65,7 +66,13 @@ impl ExtractIdentity {
                 &a.max_batch_tokens,
                 &b.max_batch_tokens,
             ),
-            ("inputs", a.inputs != b.inputs, &a.inputs, &b.inputs),
+            // By content: the same files named by other paths are the same job.
+            (
+                "inputs",
+                !same_inputs(&a.inputs, &b.inputs),
+                &a.inputs,
+                &b.inputs,
+            ),
             ("text", a.text != b.text, &a.text, &b.text),
             ("columns", a.columns != b.columns, &a.columns, &b.columns),
             ("shards", a.shards != b.shards, &a.shards, &b.shards),
@@ -79,6 +86,13 @@ impl ExtractIdentity {
         let (name, _, x, y) = checks.into_iter().find(|c| c.1)?;
         Some(describe(name, x.json(), y.json()))
     }
+}
+
+fn same_inputs(a: &[InputFile], b: &[InputFile]) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b)
+            .all(|(x, y)| x.bytes == y.bytes && x.sha256 == y.sha256)
 }
 
 /// Name the differing field, one level down inside objects (`recipe.pooling`).
@@ -158,7 +172,8 @@ impl std::ops::Deref for ExtractManifest {
 }
 
 impl ExtractManifest {
-    pub fn new(info: &ModelInfo, max_batch_tokens: usize, text: &TextSpec, plan: &Plan) -> Self {
+    /// The manifest of a job; the model's path is stored canonical (see [`crate::fsio::canonical`]).
+    pub fn new(info: &ModelInfo, max_batch_tokens: usize, plan: &Plan) -> Self {
         Self {
             identity: ExtractIdentity {
                 format: FORMAT.into(),
@@ -168,13 +183,15 @@ impl ExtractManifest {
                 dtype: info.dtype,
                 max_batch_tokens,
                 inputs: plan.inputs.clone(),
-                text: text.clone(),
+                text: plan.text.clone(),
                 columns: plan.columns.clone(),
                 shards: plan.rows_per_shard.len(),
                 rows_per_shard: plan.rows_per_shard.clone(),
             },
             model: info.model.clone(),
-            model_path: info.path.clone(),
+            model_path: crate::fsio::canonical(Path::new(&info.path))
+                .display()
+                .to_string(),
             rows: plan.rows_per_shard.iter().sum(),
             rejected: plan.rejected.len(),
             status: Status::InProgress,
@@ -208,9 +225,49 @@ pub struct ShardReport {
     pub file: String,
 }
 
+/// A report on disk: the report and the size and sha256 of the shard file (absent in reports
+/// written before shard checksums existed).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ReportFile {
+    #[serde(flatten)]
+    report: ShardReport,
+    #[serde(flatten)]
+    digest: Option<FileDigest>,
+}
+
+/// What manifest.json records of each finished shard file (by file name).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardFile {
+    pub rows: usize,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+/// Write the report of shard `report.shard`, whose file is in place: its size and sha256 are
+/// taken now and recorded with it.
 pub fn write_shard_report(dir: &Path, report: &ShardReport) -> Result<()> {
-    let path = dir.join(format!("{}.json", shard_name(report.shard, report.shards)));
-    write_atomically(&path, |w| Ok(serde_json::to_writer_pretty(w, report)?))
+    let name = shard_name(report.shard, report.shards);
+    let digest = hash_file(&dir.join(format!("{name}.parquet")))?;
+    let path = dir.join(format!("{name}.json"));
+    let file = ReportFile {
+        report: report.clone(),
+        digest: Some(digest),
+    };
+    write_atomically(&path, |w| Ok(serde_json::to_writer_pretty(w, &file)?))
+}
+
+/// The recorded rows, size and sha256 of shard `k` of `n` (None for an older report).
+pub fn read_shard_file(dir: &Path, k: usize, n: usize) -> Result<Option<ShardFile>> {
+    let path = dir.join(format!("{}.json", shard_name(k, n)));
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let r: ReportFile = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a shard report", path.display()))?;
+    Ok(r.digest.map(|d| ShardFile {
+        rows: r.report.rows,
+        bytes: d.bytes,
+        sha256: d.sha256,
+    }))
 }
 
 /// A shard is complete when its Parquet file and its report both exist (the report is written
@@ -220,7 +277,18 @@ pub fn shard_complete(dir: &Path, k: usize, n: usize) -> bool {
     dir.join(format!("{name}.parquet")).is_file() && dir.join(format!("{name}.json")).is_file()
 }
 
-/// Record which shards are complete in manifest.json; returns how many are.
+/// manifest.json on disk: the manifest and, once shards are finished, what each shard file
+/// must be.
+#[derive(Serialize)]
+struct ManifestFile<'a> {
+    #[serde(flatten)]
+    manifest: &'a ExtractManifest,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    shard_files: BTreeMap<String, ShardFile>,
+}
+
+/// Record which shards are complete, and their checksums, in manifest.json; returns how many
+/// are complete.
 pub fn finalize(dir: &Path, manifest: &ExtractManifest) -> Result<usize> {
     let mut m = manifest.clone();
     m.completed_shards = (0..m.shards)
@@ -229,10 +297,92 @@ pub fn finalize(dir: &Path, manifest: &ExtractManifest) -> Result<usize> {
     if m.completed_shards.len() == m.shards {
         m.status = Status::Complete;
     }
-    m.write(&dir.join("manifest.json"))?;
+    let mut shard_files = BTreeMap::new();
+    for &k in &m.completed_shards {
+        if let Some(f) = read_shard_file(dir, k, m.shards)? {
+            shard_files.insert(format!("{}.parquet", shard_name(k, m.shards)), f);
+        }
+    }
+    let file = ManifestFile {
+        manifest: &m,
+        shard_files,
+    };
+    write_atomically(&dir.join("manifest.json"), |w| {
+        serde_json::to_writer_pretty(&mut *w, &file)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    })?;
     // Only removed once empty: another node may still be filling its own shard's parts.
     let _ = std::fs::remove_dir(dir.join(".parts"));
     Ok(m.completed_shards.len())
+}
+
+/// The shard checksums manifest.json records (empty in manifests older than them).
+fn manifest_shard_files(dir: &Path) -> Result<BTreeMap<String, ShardFile>> {
+    let path = dir.join("manifest.json");
+    let text =
+        std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not valid JSON", path.display()))?;
+    match v.get("shard_files") {
+        None => Ok(BTreeMap::new()),
+        Some(f) => serde_json::from_value(f.clone())
+            .with_context(|| format!("{}: damaged \"shard_files\"", path.display())),
+    }
+}
+
+/// How the shards of an extraction were checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ShardCheck {
+    /// Every shard matched its recorded row count and sha256.
+    Verified(usize),
+    /// These shards have no recorded checksum (an extraction older than them): not verified.
+    Unrecorded(Vec<usize>),
+}
+
+/// Check every shard file of a complete extraction against its recorded rows, size and sha256
+/// (from manifest.json, else the shard's report). A damaged shard is an error naming it.
+pub fn verify_shards(dir: &Path, m: &ExtractManifest) -> Result<ShardCheck> {
+    let recorded = manifest_shard_files(dir)?;
+    let mut unrecorded = Vec::new();
+    for k in 0..m.shards {
+        let name = format!("{}.parquet", shard_name(k, m.shards));
+        let want = match recorded.get(&name) {
+            Some(f) => f.clone(),
+            None => match read_shard_file(dir, k, m.shards)? {
+                Some(f) => f,
+                None => {
+                    unrecorded.push(k);
+                    continue;
+                }
+            },
+        };
+        let path = dir.join(&name);
+        let got = hash_file(&path)?;
+        if got.bytes != want.bytes || got.sha256 != want.sha256 {
+            anyhow::bail!(
+                "{}: damaged shard: its content does not match the sha256 recorded when it was \
+                 written ({} bytes now, {} recorded). Delete it and its .json report, then \
+                 re-run the same `embed extract` to remake it",
+                path.display(),
+                got.bytes,
+                want.bytes
+            );
+        }
+        let rows = super::shard::parquet_rows(&path)?;
+        if rows != want.rows || rows != m.rows_per_shard.get(k).copied().unwrap_or(rows) {
+            anyhow::bail!(
+                "{}: damaged shard: {rows} rows, the manifest records {}",
+                path.display(),
+                want.rows
+            );
+        }
+    }
+    Ok(if unrecorded.is_empty() {
+        ShardCheck::Verified(m.shards)
+    } else {
+        ShardCheck::Unrecorded(unrecorded)
+    })
 }
 
 pub fn write_rejected(dir: &Path, rejected: &[Rejection]) -> Result<()> {
@@ -316,16 +466,17 @@ mod tests {
         };
         let plan = Plan {
             inputs: vec![],
+            text: TextSpec {
+                id_field: "id".into(),
+                doc_template: "{problem}".into(),
+            },
+            notes: vec![],
             columns: vec![],
             rows_per_shard: vec![3, 4],
             rejected: vec![],
             rejected_at: Default::default(),
         };
-        let text = TextSpec {
-            id_field: "id".into(),
-            doc_template: "{problem}".into(),
-        };
-        ExtractManifest::new(&info, 2048, &text, &plan)
+        ExtractManifest::new(&info, 2048, &plan)
     }
 
     #[test]

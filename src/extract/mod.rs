@@ -10,6 +10,7 @@
 pub mod manifest;
 pub mod plan;
 pub mod shard;
+pub mod template;
 
 use anyhow::{bail, Context, Result};
 use std::collections::VecDeque;
@@ -21,7 +22,7 @@ use std::time::Instant;
 use crate::encoder::{Checkpoint, Device, Encoder, EncoderOptions, TextKind, Tokenized};
 use crate::progress::{Progress, Task};
 use manifest::{ExtractManifest, ShardReport};
-use plan::{Plan, TextSpec};
+use plan::{Plan, TextChoice};
 use shard::{shard_name, Row};
 
 /// Rows per pipeline chunk: one tokenisation call and one trip through the forward pass queue.
@@ -39,13 +40,16 @@ pub struct ExtractConfig {
     /// One worker per entry, each with its own copy of the model (`cpu,cpu` is two CPU workers
     /// sharing the cores).
     pub devices: Vec<Device>,
-    pub text: TextSpec,
+    /// Id field and text as the flags give them; the rest is detected from the first record.
+    pub text: TextChoice,
     pub shards: usize,
     /// `None`: run every shard here.
     pub shard_ids: Option<Vec<usize>>,
     pub checkpoint_rows: usize,
     pub skip_bad: bool,
     pub force: bool,
+    /// Log a progress line every 10% or 5 s (for --quiet and logs, where no bar is drawn).
+    pub progress_lines: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -58,6 +62,12 @@ pub struct ExtractSummary {
     pub shards: usize,
     pub dim: usize,
     pub seconds: f64,
+    /// Texts of this run cut at the recipe's `max_length`.
+    pub truncated_now: usize,
+    pub max_length: usize,
+    /// The id field (or `{file}:{line}`) and template the records got.
+    pub id_field: String,
+    pub doc_template: String,
 }
 
 /// `--shard-id auto`: the shards this process should run, from the scheduler's environment.
@@ -100,16 +110,20 @@ pub fn shard_ids_from_env(shards: usize) -> Result<Vec<usize>> {
 pub fn run(cfg: &ExtractConfig, progress: &dyn Progress) -> Result<ExtractSummary> {
     let start = Instant::now();
     let shard_ids = check_config(cfg)?;
+    check_out_dir(cfg)?;
     // Cheap refusals first: the checkpoint's own description, the input scan and the output
     // folder's manifest are all checked before any weights are read.
     let checkpoint = Checkpoint::open(&cfg.model, &cfg.encoder.overrides)?;
     let plan = scan_inputs(cfg, progress)?;
+    for note in &plan.notes {
+        progress.log(&format!("note: {note}"));
+    }
     let total_rows: usize = plan.rows_per_shard.iter().sum();
     if total_rows == 0 {
         bail!("no usable records in {:?}", cfg.inputs);
     }
     let info = checkpoint.info(&cfg.encoder);
-    let manifest = ExtractManifest::new(&info, cfg.encoder.batch_tokens(), &cfg.text, &plan);
+    let manifest = ExtractManifest::new(&info, cfg.encoder.batch_tokens(), &plan);
     prepare_out_dir(cfg, &manifest)?;
     if !plan.rejected.is_empty() {
         manifest::write_rejected(&cfg.out, &plan.rejected)?;
@@ -120,21 +134,25 @@ pub fn run(cfg: &ExtractConfig, progress: &dyn Progress) -> Result<ExtractSummar
         ));
     }
     let pending = pending_shards(cfg, &shard_ids, progress);
-    let (rows_now, tokens_now) = run_workers(cfg, &checkpoint, &plan, pending, progress)?;
+    let totals = run_workers(cfg, &checkpoint, &plan, pending, progress)?;
     let shards_done = manifest::finalize(&cfg.out, &manifest)?;
     Ok(ExtractSummary {
         rows: total_rows,
-        rows_embedded_now: rows_now,
-        tokens_now,
+        rows_embedded_now: totals.rows,
+        tokens_now: totals.tokens,
         rejected: plan.rejected.len(),
         shards_done,
         shards: cfg.shards,
         dim: manifest.dim,
         seconds: start.elapsed().as_secs_f64(),
+        truncated_now: totals.truncated,
+        max_length: manifest.recipe.max_length,
+        id_field: plan.text.id_field.clone(),
+        doc_template: plan.text.doc_template.clone(),
     })
 }
 
-/// Flag checks that need no file: returns the shards to run here.
+/// Flag checks that need no model: returns the shards to run here.
 fn check_config(cfg: &ExtractConfig) -> Result<Vec<usize>> {
     if cfg.shards == 0 {
         bail!("--shards must be at least 1");
@@ -145,6 +163,7 @@ fn check_config(cfg: &ExtractConfig) -> Result<Vec<usize>> {
     if cfg.devices.is_empty() {
         bail!("no device to run on: give --device, --workers or --devices");
     }
+    check_inputs(&cfg.inputs)?;
     let Some(ids) = &cfg.shard_ids else {
         return Ok((0..cfg.shards).collect());
     };
@@ -156,6 +175,67 @@ fn check_config(cfg: &ExtractConfig) -> Result<Vec<usize>> {
         );
     }
     Ok(ids.clone())
+}
+
+/// Every input exists, and no file is given twice (under any path).
+fn check_inputs(inputs: &[PathBuf]) -> Result<()> {
+    let mut seen: std::collections::HashMap<PathBuf, &PathBuf> = Default::default();
+    for p in inputs {
+        if !p.is_file() {
+            bail!("--input {}: no such file", p.display());
+        }
+        if let Some(first) = seen.insert(crate::fsio::canonical(p), p) {
+            let also = if first == p {
+                String::new()
+            } else {
+                format!(" (also as --input {})", first.display())
+            };
+            bail!(
+                "--input {} is given twice{also}: name each file once",
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `--out` must be new, empty, or an `embed extract` folder: a folder of other files is never
+/// written into (nor cleared by --force).
+fn check_out_dir(cfg: &ExtractConfig) -> Result<()> {
+    let out = &cfg.out;
+    if !out.exists() {
+        return Ok(());
+    }
+    if !out.is_dir() {
+        bail!("--out {} is a file, not a folder", out.display());
+    }
+    let manifest = out.join("manifest.json");
+    if manifest.exists() {
+        return ExtractManifest::read(&manifest)
+            .map(|_| ())
+            .with_context(|| {
+                format!(
+                    "--out {} holds a manifest.json that is not an `embed extract` manifest: \
+                 refusing to write there (even with --force); choose another --out",
+                    out.display()
+                )
+            });
+    }
+    let theirs: Vec<String> = std::fs::read_dir(out)
+        .with_context(|| format!("reading {}", out.display()))?
+        .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        // A run killed while writing its first manifest leaves only its temporary file.
+        .filter(|n| !(n.starts_with(".manifest.json.") && n.ends_with(".tmp")))
+        .collect();
+    if let Some(first) = theirs.first() {
+        bail!(
+            "--out {} is not empty ({} entries, e.g. {first:?}) and is not an `embed extract` \
+             folder (no manifest.json): refusing to write there; choose a new or empty folder",
+            out.display(),
+            theirs.len()
+        );
+    }
+    Ok(())
 }
 
 /// The model-free first pass over the inputs (see [`plan::plan`]).
@@ -208,24 +288,44 @@ fn pending_shards(cfg: &ExtractConfig, ids: &[usize], progress: &dyn Progress) -
         .collect()
 }
 
+/// What a run embedded.
+#[derive(Debug, Clone, Copy, Default)]
+struct Totals {
+    rows: usize,
+    tokens: usize,
+    /// Texts cut at the recipe's max_length.
+    truncated: usize,
+}
+
+impl std::ops::AddAssign for Totals {
+    fn add_assign(&mut self, o: Self) {
+        self.rows += o.rows;
+        self.tokens += o.tokens;
+        self.truncated += o.truncated;
+    }
+}
+
 /// Run the pending shards on one worker per device, each taking the next shard as it frees up.
-/// Returns (rows, tokens) embedded in this run. The first error stops every worker after its
-/// current shard.
+/// Returns what was embedded in this run. The first error stops every worker after its current
+/// shard.
 fn run_workers(
     cfg: &ExtractConfig,
     checkpoint: &Checkpoint,
     plan: &Plan,
     pending: Vec<usize>,
     progress: &dyn Progress,
-) -> Result<(usize, usize)> {
+) -> Result<Totals> {
     let todo_rows: usize = pending.iter().map(|&k| plan.rows_per_shard[k]).sum();
-    let total = progress.task("total", Some(todo_rows as u64), "texts");
+    let mut total: Box<dyn Task + '_> = progress.task("total", Some(todo_rows as u64), "texts");
+    if cfg.progress_lines {
+        total = Box::new(LoggedTask::new(total, progress, todo_rows));
+    }
     let devices = &cfg.devices[..cfg.devices.len().min(pending.len().max(1))];
     let cpu_workers = devices.iter().filter(|d| d.is_cpu()).count().max(1);
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let shared = Shared {
         queue: Mutex::new(pending.into()),
-        totals: Mutex::new((0, 0)),
+        totals: Mutex::new(Totals::default()),
         errors: Mutex::new(Vec::new()),
     };
     std::thread::scope(|s| {
@@ -261,7 +361,7 @@ fn run_workers(
 /// What the workers share: the shard queue, running totals, and the first errors.
 struct Shared {
     queue: Mutex<VecDeque<usize>>,
-    totals: Mutex<(usize, usize)>,
+    totals: Mutex<Totals>,
     errors: Mutex<Vec<anyhow::Error>>,
 }
 
@@ -306,15 +406,13 @@ impl Worker<'_> {
             let task =
                 self.progress
                     .task(&label, Some(self.plan.rows_per_shard[k] as u64), "texts");
-            let (rows, tokens) = pool.install(|| self.run_shard(&encoder, k, &*task))?;
-            let mut t = shared.totals.lock().unwrap();
-            t.0 += rows;
-            t.1 += tokens;
+            let done = pool.install(|| self.run_shard(&encoder, k, &*task))?;
+            *shared.totals.lock().unwrap() += done;
         }
     }
 
-    /// Embed one shard, resuming after its committed parts. Returns (rows, tokens) embedded now.
-    fn run_shard(&self, encoder: &Encoder, k: usize, task: &dyn Task) -> Result<(usize, usize)> {
+    /// Embed one shard, resuming after its committed parts. Returns what was embedded now.
+    fn run_shard(&self, encoder: &Encoder, k: usize, task: &dyn Task) -> Result<Totals> {
         let n = self.cfg.shards;
         let parts_dir = self.cfg.out.join(".parts").join(shard_name(k, n));
         std::fs::create_dir_all(&parts_dir)
@@ -382,13 +480,7 @@ struct Pipeline<'a> {
 
 impl Pipeline<'_> {
     /// Skip the `done` rows already committed (as `parts` part files), embed the rest.
-    fn run(
-        &self,
-        done: usize,
-        parts: usize,
-        task: &dyn Task,
-        total: &dyn Task,
-    ) -> Result<(usize, usize)> {
+    fn run(&self, done: usize, parts: usize, task: &dyn Task, total: &dyn Task) -> Result<Totals> {
         let (to_model, from_reader) = std::sync::mpsc::sync_channel::<Result<Chunk>>(2);
         let (to_writer, from_model) = std::sync::mpsc::sync_channel::<Vec<Row>>(2);
         std::thread::scope(|s| {
@@ -405,17 +497,14 @@ impl Pipeline<'_> {
 
     /// Stage 1: this shard's records after the committed ones, tokenised a chunk at a time.
     fn read_stage(&self, mut skip: usize, to_model: SyncSender<Result<Chunk>>) {
-        let spec = &self.cfg.text;
-        let send = |chunk: Vec<Row>| -> bool {
-            let texts: Vec<String> = chunk
-                .iter()
-                .map(|r| spec.apply(&r.fields).map(|(_, t)| t).unwrap_or_default())
-                .collect();
+        let spec = &self.plan.text;
+        let send = |chunk: Vec<Row>, texts: Vec<String>| -> bool {
             let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
             let tokenized = self.encoder.tokenize(&refs, TextKind::Document);
             to_model.send(tokenized.map(|t| (chunk, t))).is_ok()
         };
         let mut chunk: Vec<Row> = Vec::with_capacity(self.chunk_rows);
+        let mut texts: Vec<String> = Vec::with_capacity(self.chunk_rows);
         for raw in crate::corpus::stream_records(&self.cfg.inputs) {
             let raw = match raw {
                 Ok(r) => r,
@@ -432,7 +521,7 @@ impl Pipeline<'_> {
                 continue;
             }
             let Ok(fields) = raw.fields else { continue };
-            let Ok((id, _)) = spec.apply(&fields) else {
+            let Ok((id, text, _)) = spec.apply_at(&fields, &raw.file, raw.line) else {
                 continue;
             };
             if plan::shard_of(&id, self.cfg.shards) != self.shard {
@@ -447,45 +536,49 @@ impl Pipeline<'_> {
                 fields,
                 vector: Vec::new(),
             });
+            texts.push(text);
             if chunk.len() == self.chunk_rows {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(self.chunk_rows));
-                if !send(full) {
+                if !send(full, std::mem::take(&mut texts)) {
                     return;
                 }
             }
         }
         if !chunk.is_empty() {
-            send(chunk);
+            send(chunk, texts);
         }
     }
 
-    /// Stage 2 (the calling thread): the forward pass. Returns (rows, tokens) embedded.
+    /// Stage 2 (the calling thread): the forward pass. Returns what it embedded.
     fn embed_stage(
         &self,
         from_reader: Receiver<Result<Chunk>>,
         to_writer: SyncSender<Vec<Row>>,
         task: &dyn Task,
         total: &dyn Task,
-    ) -> Result<(usize, usize)> {
+    ) -> Result<Totals> {
         let started = Instant::now();
-        let (mut rows_now, mut tokens_now) = (0, 0);
+        let mut now = Totals::default();
         for item in from_reader {
             let (mut rows, tokenized) = item?;
             let encoded = self.encoder.encode_tokenized(&tokenized, |_, _| {})?;
             for (r, v) in rows.iter_mut().zip(encoded.vectors) {
                 r.vector = v;
             }
-            rows_now += rows.len();
-            tokens_now += encoded.tokens;
+            now += Totals {
+                rows: rows.len(),
+                tokens: encoded.tokens,
+                truncated: encoded.truncated,
+            };
             task.inc(rows.len() as u64);
             total.inc(rows.len() as u64);
             let secs = started.elapsed().as_secs_f64().max(1e-9);
-            task.set_message(format!("{:.0} tokens/s", tokens_now as f64 / secs));
+            task.set_message(format!("{:.0} tokens/s", now.tokens as f64 / secs));
             if to_writer.send(rows).is_err() {
                 break; // the writer failed; its error is reported by the caller
             }
         }
-        Ok((rows_now, tokens_now))
+        Ok(now)
     }
 
     /// Stage 3: commit a part file every `checkpoint_rows` rows.
@@ -513,6 +606,61 @@ impl Pipeline<'_> {
             }
         }
         commit(&mut pending)
+    }
+}
+
+/// The "total" task that also logs a line every 10% or 5 s: where no bar is drawn (--quiet, a
+/// log file), a long run still shows that it moves and how fast.
+struct LoggedTask<'a> {
+    inner: Box<dyn Task + 'a>,
+    progress: &'a dyn Progress,
+    total: usize,
+    start: Instant,
+    /// (texts done, when the last line was logged, its tenth of the total)
+    state: Mutex<(usize, Instant, usize)>,
+}
+
+impl<'a> LoggedTask<'a> {
+    fn new(inner: Box<dyn Task + 'a>, progress: &'a dyn Progress, total: usize) -> Self {
+        let now = Instant::now();
+        Self {
+            inner,
+            progress,
+            total,
+            start: now,
+            state: Mutex::new((0, now, 0)),
+        }
+    }
+}
+
+impl Task for LoggedTask<'_> {
+    fn inc(&self, n: u64) {
+        self.inner.inc(n);
+        let mut st = self.state.lock().unwrap();
+        st.0 += n as usize;
+        let tenth = st.0 * 10 / self.total.max(1);
+        if tenth == st.2 && st.1.elapsed().as_secs_f64() < 5.0 {
+            return;
+        }
+        (st.1, st.2) = (Instant::now(), tenth);
+        let secs = self.start.elapsed().as_secs_f64().max(1e-9);
+        let rate = st.0 as f64 / secs;
+        let eta = self.total.saturating_sub(st.0) as f64 / rate.max(1e-9);
+        self.progress.log(&format!(
+            "extract: {}/{} texts ({:.0}%), {rate:.1} texts/s, eta {eta:.0} s",
+            st.0,
+            self.total,
+            100.0 * st.0 as f64 / self.total.max(1) as f64
+        ));
+    }
+    fn set_position(&self, n: u64) {
+        self.inner.set_position(n)
+    }
+    fn set_length(&self, n: u64) {
+        self.inner.set_length(n)
+    }
+    fn set_message(&self, msg: String) {
+        self.inner.set_message(msg)
     }
 }
 

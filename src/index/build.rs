@@ -29,12 +29,26 @@ enum Source {
 }
 
 impl Source {
-    fn open(path: &Path) -> Result<Self> {
-        if external::is_extraction(path) {
-            return Ok(Self::Extraction(Box::new(super::check_embeddings(path)?)));
-        }
+    /// An `embed extract` folder (its shards checked against their recorded checksums), or with
+    /// `external` Parquet vectors another tool wrote. Never guessed: a folder without its
+    /// manifest is not silently taken for external vectors.
+    fn open(path: &Path, external: bool) -> Result<Self> {
         if !path.exists() {
             bail!("--embeddings {}: no such file or folder", path.display());
+        }
+        if external::is_extraction(path) {
+            if external {
+                bail!(
+                    "--embeddings {} is an `embed extract` folder: drop --external",
+                    path.display()
+                );
+            }
+            let m = super::check_embeddings(path)?;
+            report_shard_check(path, crate::extract::manifest::verify_shards(path, &m)?);
+            return Ok(Self::Extraction(Box::new(m)));
+        }
+        if !external {
+            bail!("{}", not_an_extraction(path));
         }
         let files = external::parquet_files(path)?;
         let mut rows = 0;
@@ -55,6 +69,41 @@ impl Source {
     }
 }
 
+/// Why `path` (no extraction manifest, no --external) is refused.
+fn not_an_extraction(path: &Path) -> String {
+    let shards = path.is_dir()
+        && std::fs::read_dir(path).is_ok_and(|d| {
+            d.filter_map(|e| e.ok())
+                .any(|e| e.file_name().to_string_lossy().starts_with("shard-"))
+        });
+    if shards {
+        format!(
+            "{}: shard files but no manifest.json: an `embed extract` folder whose manifest was \
+             lost cannot be checked (model, recipe, rows); re-run the same `embed extract` \
+             (it rewrites the manifest and keeps finished shards), or pass --external to index \
+             the shards as vectors another tool wrote",
+            path.display()
+        )
+    } else {
+        format!(
+            "{}: not an `embed extract` folder (no manifest.json); for Parquet vectors another \
+             tool wrote, pass --external (with --id-field and --embedding-field)",
+            path.display()
+        )
+    }
+}
+
+fn report_shard_check(path: &Path, check: crate::extract::manifest::ShardCheck) {
+    if let crate::extract::manifest::ShardCheck::Unrecorded(shards) = check {
+        eprintln!(
+            "note: {}: {} of the shards ({shards:?}) have no recorded checksum (an extraction \
+             made before shard checksums): they are not verified",
+            path.display(),
+            shards.len()
+        );
+    }
+}
+
 /// Build an index from `embeddings` (an `embed extract` folder, or a Parquet file or folder of
 /// Parquet files another tool wrote: `opts.fields` names its columns) into `out`, atomically:
 /// everything is written to a temporary sibling folder that replaces `out` only once complete.
@@ -67,7 +116,7 @@ pub fn build(
     progress: &dyn Progress,
 ) -> Result<IndexManifest> {
     let start = Instant::now();
-    let source = Source::open(embeddings)?;
+    let source = Source::open(embeddings, opts.external)?;
     if opts.m < 2 || opts.m > 255 {
         bail!("--m must be between 2 and 255, got {}", opts.m);
     }
@@ -200,9 +249,18 @@ fn build_into(
             distance: "1 - dot on unit vectors (ranks as L2; score = cosine)".into(),
         },
         build_seconds: start.elapsed().as_secs_f64(),
-        source: embeddings.display().to_string(),
-        embeddings: embeddings_manifest,
+        source: crate::fsio::canonical(embeddings).display().to_string(),
         files,
+        // From the temporary folder: a sibling of --out, so the same path from there.
+        model_from_index: external
+            .is_none()
+            .then(|| {
+                let model = crate::fsio::canonical(Path::new(&embeddings_manifest.model_path));
+                crate::fsio::relative_path(&model, &crate::fsio::canonical(tmp))
+                    .map(|p| p.display().to_string())
+            })
+            .flatten(),
+        embeddings: embeddings_manifest,
         external,
         reachability: Some(reach),
     };

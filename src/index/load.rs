@@ -71,7 +71,31 @@ pub fn read_manifest_at(dir: &Path) -> Result<IndexManifest> {
             m.format
         );
     }
+    let mut m = m;
+    resolve_model_path(dir, &mut m);
     Ok(m)
+}
+
+/// When the model folder the manifest names is not there, look where it is now: at its path
+/// relative to the index (both moved together) or, for an older index that stored the path as
+/// given (relative to where it was built), under each folder above the index. Found: the
+/// manifest in memory names it; not found: left as it is, for the loader's error.
+fn resolve_model_path(dir: &Path, m: &mut IndexManifest) {
+    let stored = std::path::PathBuf::from(&m.embeddings.model_path);
+    if m.external.is_some() || stored.as_os_str().is_empty() || stored.exists() {
+        return;
+    }
+    let dir = crate::fsio::canonical(dir);
+    let mut candidates: Vec<std::path::PathBuf> = Vec::new();
+    if let Some(rel) = &m.model_from_index {
+        candidates.push(dir.join(rel));
+    }
+    if stored.is_relative() {
+        candidates.extend(dir.ancestors().map(|a| a.join(&stored)));
+    }
+    if let Some(found) = candidates.iter().find(|c| c.join("config.json").is_file()) {
+        m.embeddings.model_path = crate::fsio::canonical(found).display().to_string();
+    }
 }
 
 /// What the stamp remembers of one file.

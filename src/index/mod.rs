@@ -122,6 +122,10 @@ pub struct IndexManifest {
     /// The post-build reachability check (absent in indexes built before it existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reachability: Option<Reachability>,
+    /// The model folder relative to the index folder, for when both moved together (absent in
+    /// older indexes and for external vectors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_from_index: Option<String>,
 }
 
 pub type Graph = hnsw::Hnsw;
@@ -151,6 +155,9 @@ pub struct BuildOptions {
     pub ef_construction: usize,
     /// Column names when `--embeddings` is Parquet another tool wrote.
     pub fields: Fields,
+    /// `--embeddings` is Parquet another tool wrote (`--external`); otherwise it must be an
+    /// `embed extract` folder.
+    pub external: bool,
 }
 
 impl Default for BuildOptions {
@@ -159,6 +166,7 @@ impl Default for BuildOptions {
             m: DEFAULT_M,
             ef_construction: DEFAULT_EF_CONSTRUCTION,
             fields: Fields::default(),
+            external: false,
         }
     }
 }
@@ -332,6 +340,12 @@ pub fn query_encoder(
         },
     };
     // Same weights first: a different model would give vectors from another space.
+    let moved = || {
+        format!(
+            "opening the index's model {path:?} (if the model folder moved, pass --model DIR \
+             naming the same weights)"
+        )
+    };
     let checkpoint = Checkpoint::open_checked(path, &opts.overrides, |found| {
         if found != em.model_fingerprint {
             bail!(
@@ -342,7 +356,8 @@ pub fn query_encoder(
             );
         }
         Ok(())
-    })?;
+    })
+    .with_context(moved)?;
     Encoder::from_checkpoint(&checkpoint, &opts).with_context(|| {
         format!("loading the index's model {path:?} (pass --model if the folder moved)")
     })

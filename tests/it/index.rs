@@ -479,6 +479,7 @@ fn build_external(tmp: &Path) -> String {
         "index",
         "build",
         "--quiet",
+        "--external",
         "--embeddings",
         &p("ext"),
         "--out",
@@ -602,10 +603,14 @@ pq.write_table(pa.table({"key": ["a"], "embedding": pa.array([[1.0, 0.0]], type=
         ("noid.parquet", "no column \"id\""),
     ];
     for (file, want) in cases {
+        let external = BuildOptions {
+            external: true,
+            ..quiet()
+        };
         let err = index::build(
             &tmp.path().join(file),
             &tmp.path().join("idx"),
-            &quiet(),
+            &external,
             &Silent,
         )
         .unwrap_err();
