@@ -9,6 +9,7 @@ mod encoder_parity;
 mod eval_retrieval;
 mod extract;
 mod index;
+mod ingest;
 mod llama_server;
 mod long_inputs;
 mod plot;

@@ -1,32 +1,20 @@
 //! Corpora as users have them, and extractions that cannot fail silently: `embed extract` and
 //! `embed index build` run as processes on real files with the tiny fixture model.
-//! Self-contained: its helpers are its own.
 
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn tiny() -> PathBuf {
-    repo().join("tests/fixtures/tiny-llama-embed")
-}
+use crate::util::{embed, embed_cmd, read_json, repo, tiny_llama as tiny};
 
 /// `embed ARGS` run in `cwd` (the test's own folder when None).
 fn embed_in(cwd: Option<&Path>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_embed"));
-    c.args(args);
+    let mut c = embed_cmd(args);
     if let Some(d) = cwd {
         c.current_dir(d);
     }
     c.output().unwrap()
-}
-
-fn embed(args: &[&str]) -> Output {
-    embed_in(None, args)
 }
 
 /// (stdout, stderr) of a run that must succeed.
@@ -49,8 +37,7 @@ fn s(p: &Path) -> &str {
 
 /// `embed extract --quiet --model TINY --input INPUT --out OUT EXTRA...`
 fn extract(input: &Path, out: &Path, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_embed"))
-        .args(["extract", "--quiet", "--model"])
+    embed_cmd(&["extract", "--quiet", "--model"])
         .arg(tiny())
         .arg("--input")
         .arg(input)
@@ -78,10 +65,6 @@ fn index_build(emb: &Path, out: &Path, extra: &[&str]) -> Output {
 fn write_lines(path: &Path, lines: &[Value]) {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     std::fs::write(path, text).unwrap();
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
 /// id -> (vector, the other columns) over every shard of an extraction.
