@@ -2,16 +2,33 @@
 
 use anyhow::{bail, Result};
 use clap::Parser;
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::names;
 use super::progress::Bars;
 use crate::encoder::Device;
-use crate::solve::client::Sampling;
+use crate::solve::client::{RetryPolicy, Sampling};
+use crate::solve::config::parse_answer_range;
 use crate::solve::launch::LaunchSpec;
 use crate::solve::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
 use crate::solve::sandbox::SandboxConfig;
-use crate::solve::serve::ServeSpec;
-use crate::solve::{parse_duration, SolveConfig};
+use crate::solve::tool_protocol::ToolProtocol;
+use crate::solve::{
+    parse_duration, BudgetConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig,
+    ServerConfig, SolveConfig, ToolsConfig,
+};
+
+/// `--tools`: what the model may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tools {
+    None,
+    Python,
+}
+
+crate::named_enum!(Tools { None => "none", Python => "python" });
 
 #[derive(Parser, Debug)]
 #[command(
@@ -80,23 +97,23 @@ pub struct SolveArgs {
     #[arg(long, default_value_t = 0.0)]
     pub agreement: f64,
     /// Valid answers, inclusive, as MIN..MAX.
-    #[arg(long, default_value = "0..99999")]
-    pub answer_range: String,
+    #[arg(long, default_value = "0..99999", value_parser = parse_answer_range)]
+    pub answer_range: RangeInclusive<u64>,
     /// Answer written when no sample gave a valid one (recorded as a fallback).
     #[arg(long, default_value_t = 0)]
     pub fallback: u64,
     /// Total time for all problems, e.g. 5h or 90m; unused time moves to later problems.
-    #[arg(long)]
-    pub time_budget: Option<String>,
+    #[arg(long, value_parser = parse_duration)]
+    pub time_budget: Option<Duration>,
     /// Upper bound on one HTTP request.
-    #[arg(long, default_value = "30m")]
-    pub request_timeout: String,
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub request_timeout: Duration,
     /// Retries per sample on connection errors, timeouts, 429/5xx, malformed or empty replies.
     #[arg(long, default_value_t = 4)]
     pub retries: usize,
     /// First backoff between retries (doubles each time, with jitter).
-    #[arg(long, default_value = "0.5")]
-    pub backoff: String,
+    #[arg(long, default_value = "0.5", value_parser = parse_duration)]
+    pub backoff: Duration,
     /// Send nothing; write the messages that would be sent to the traces.
     #[arg(long)]
     pub dry_run: bool,
@@ -108,8 +125,8 @@ pub struct SolveArgs {
     #[arg(long)]
     pub launch: Option<String>,
     /// How long to wait for a launched server to answer.
-    #[arg(long, default_value = "30m")]
-    pub launch_timeout: String,
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub launch_timeout: Duration,
     /// The server's context length in tokens [default: read from the server: vLLM's
     /// /v1/models max_model_len, llama.cpp's /props n_ctx]. Retrieved examples are dropped
     /// (farthest first) or shortened until prompt + --max-tokens fit.
@@ -135,13 +152,13 @@ pub struct SolveArgs {
     /// --tool-protocol, each OpenAI tool call) in a per-sample sandbox (persistent interpreter,
     /// time/memory/process limits, no network where the OS allows) and shows it the output;
     /// `none` turns it off.
-    #[arg(long, default_value = "none", value_parser = ["none", "python"])]
-    pub tools: String,
+    #[arg(long, default_value = "none", value_parser = names::<Tools>(Tools::NAMES))]
+    pub tools: Tools,
     /// How the model calls the sandbox: `openai` offers a `python` function as OpenAI `tools`
     /// and runs its tool calls; `fenced` runs ```python blocks in the text; `auto` does both,
     /// and falls back to fenced blocks for the rest of the run if the server refuses `tools`.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "openai", "fenced"])]
-    pub tool_protocol: String,
+    #[arg(long, default_value = "auto", value_parser = names::<ToolProtocol>(ToolProtocol::NAMES))]
+    pub tool_protocol: ToolProtocol,
     /// Code executions (blocks and tool calls) per sample at most.
     #[arg(long, default_value_t = 8)]
     pub max_tool_calls: usize,
@@ -149,8 +166,8 @@ pub struct SolveArgs {
     #[arg(long, default_value_t = 2000)]
     pub tool_output_chars: usize,
     /// Wall-clock limit of one code block; then the interpreter is killed and restarted.
-    #[arg(long, default_value = "10s")]
-    pub tool_timeout: String,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tool_timeout: Duration,
     /// Address space of every sandbox process, in MiB.
     #[arg(long, default_value_t = 4096)]
     pub tool_memory_mb: u64,
@@ -195,53 +212,83 @@ fn check_counts(a: &SolveArgs) -> Result<()> {
     Ok(())
 }
 
-fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u64>> {
-    let (a, b) = s
-        .split_once("..")
-        .ok_or_else(|| anyhow::anyhow!("--answer-range {s:?}: expected MIN..MAX"))?;
-    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().trim_start_matches('=').parse()?);
-    if a > b {
-        bail!("--answer-range {s:?}: MIN is above MAX");
-    }
-    Ok(a..=b)
-}
-
 pub fn run(a: SolveArgs) -> Result<()> {
     // The time budget counts from here: model and index loading and the launch included.
-    let started = std::time::Instant::now();
-    let endpoint = a
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("EXEMPLAR_ENDPOINT").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into());
-    let api_key = a
-        .api_key
-        .clone()
-        .or_else(|| std::env::var("OPENAI_API_KEY").ok());
+    let started = Instant::now();
     check_counts(&a)?;
-    let traces = a
-        .traces
-        .clone()
-        .unwrap_or_else(|| a.out.with_file_name("traces.jsonl"));
-    let launch_timeout = duration("--launch-timeout", &a.launch_timeout)?;
-    let launch = a.launch.as_ref().map(|cmd| LaunchSpec {
-        command: cmd.clone(),
-        log: a.out.with_file_name("server.log"),
-        timeout: launch_timeout,
-    });
     let cfg = SolveConfig {
-        input: a.input.clone().unwrap_or_default(),
-        index: a.index.clone(),
-        rag: a.rag.clone(),
-        compare_rag: a.compare_rag.clone(),
-        endpoint,
+        input: match (&a.input, a.serve) {
+            (_, true) => Input::Serve,
+            (Some(path), false) => Input::File(path.clone()),
+            (None, false) => bail!("--input is needed (or --serve)"),
+        },
+        server: server_config(&a),
+        sampling: sampling_config(&a)?,
+        retrieval: RetrievalConfig {
+            index: a.index.clone(),
+            rag: a.rag.clone(),
+            compare_rag: a.compare_rag.clone(),
+            embed_model: a.embed_model.clone(),
+            device: a.device,
+        },
+        tools: ToolsConfig {
+            sandbox: sandbox_config(&a)?,
+            max_tool_calls: a.max_tool_calls,
+            protocol: a.tool_protocol,
+            think_budget: a.think_budget,
+        },
+        budget: BudgetConfig {
+            time_budget: a.time_budget,
+            started,
+            expected_problems: a.expected_problems.max(1),
+        },
+        output: OutputConfig {
+            traces: a
+                .traces
+                .clone()
+                .unwrap_or_else(|| a.out.with_file_name("traces.jsonl")),
+            out: a.out.clone(),
+            eval: a.eval,
+            dry_run: a.dry_run,
+            force: a.force,
+        },
+    };
+    crate::solve::run(&cfg, Arc::new(Bars::new(a.quiet)))
+}
+
+/// The server, its credentials and how requests to it are retried.
+fn server_config(a: &SolveArgs) -> ServerConfig {
+    ServerConfig {
+        endpoint: a
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("EXEMPLAR_ENDPOINT").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
         model: a.model.clone(),
-        api_key,
-        out: a.out.clone(),
-        traces,
+        api_key: a
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok()),
+        retry: RetryPolicy {
+            retries: a.retries,
+            request_timeout: a.request_timeout,
+            backoff: a.backoff,
+        },
+        launch: a.launch.as_ref().map(|cmd| LaunchSpec {
+            command: cmd.clone(),
+            log: a.out.with_file_name("server.log"),
+            timeout: a.launch_timeout,
+        }),
+        max_model_len: a.max_model_len,
+        solver_tokenizer: a.solver_tokenizer.clone(),
+    }
+}
+
+fn sampling_config(a: &SolveArgs) -> Result<SamplingConfig> {
+    Ok(SamplingConfig {
         system: (!a.no_system).then(|| a.system.clone()),
         user_template: user_template(a.prompt_template.as_deref())?,
-        sampling: Sampling {
+        params: Sampling {
             temperature: a.temperature,
             top_p: a.top_p,
             max_tokens: a.max_tokens,
@@ -249,48 +296,20 @@ pub fn run(a: SolveArgs) -> Result<()> {
         samples: a.samples,
         concurrency: a.concurrency,
         agreement: a.agreement,
-        answer_range: parse_range(&a.answer_range)?,
+        answer_range: a.answer_range.clone(),
         fallback: a.fallback,
-        time_budget: a
-            .time_budget
-            .as_deref()
-            .map(|t| duration("--time-budget", t))
-            .transpose()?,
-        started,
-        request_timeout: duration("--request-timeout", &a.request_timeout)?,
-        retries: a.retries,
-        backoff: duration("--backoff", &a.backoff)?,
-        max_model_len: a.max_model_len,
-        solver_tokenizer: a.solver_tokenizer.clone(),
-        launch,
-        force: a.force,
-        dry_run: a.dry_run,
-        eval: a.eval,
-        embed_model: a.embed_model.clone(),
-        device: a.device,
-        sandbox: sandbox_config(&a)?,
-        max_tool_calls: a.max_tool_calls,
-        tool_protocol: a
-            .tool_protocol
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--tool-protocol {e}"))?,
-        think_budget: a.think_budget,
-        serve: a.serve.then_some(ServeSpec {
-            expected_problems: a.expected_problems.max(1),
-        }),
-    };
-    crate::solve::run(&cfg, &Bars::new(a.quiet))
+    })
 }
 
 /// `--tools python` settings; None with `--tools none`.
 fn sandbox_config(a: &SolveArgs) -> Result<Option<SandboxConfig>> {
-    if a.tools != "python" {
+    if a.tools != Tools::Python {
         return Ok(None);
     }
     if a.tool_output_chars < 100 {
         bail!("--tool-output-chars {}: at least 100", a.tool_output_chars);
     }
-    let timeout = duration("--tool-timeout", &a.tool_timeout)?;
+    let timeout = a.tool_timeout;
     if timeout.is_zero() {
         bail!("--tool-timeout must be above 0");
     }
@@ -308,10 +327,6 @@ fn sandbox_config(a: &SolveArgs) -> Result<Option<SandboxConfig>> {
         // A backstop for processes that outlive their call: every call's limit, plus slack.
         cpu_seconds: (timeout.as_secs() + 1) * (a.max_tool_calls as u64 + 1) + 30,
     }))
-}
-
-fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {
-    parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
 }
 
 fn user_template(path: Option<&std::path::Path>) -> Result<String> {
