@@ -154,3 +154,13 @@ fn unix_seconds() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
+
+#[cfg(test)]
+mod tests {
+    /// A binding (a Python `Solver` object) may be moved to another thread between calls.
+    #[test]
+    fn a_solver_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<super::Solver>();
+    }
+}
