@@ -1,17 +1,34 @@
 //! Command line of the `solve` binary.
 
 use anyhow::{bail, Result};
-use clap::Parser;
-use std::path::PathBuf;
+use clap::{Args, Parser};
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::names;
 use super::progress::Bars;
 use crate::encoder::Device;
-use crate::solve::client::Sampling;
+use crate::solve::client::{RetryPolicy, Sampling};
+use crate::solve::config::parse_answer_range;
 use crate::solve::launch::LaunchSpec;
 use crate::solve::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
 use crate::solve::sandbox::SandboxConfig;
-use crate::solve::serve::ServeSpec;
-use crate::solve::{parse_duration, SolveConfig};
+use crate::solve::tool_protocol::ToolProtocol;
+use crate::solve::{
+    parse_duration, BudgetConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig,
+    ServerConfig, SolveConfig, ToolsConfig,
+};
+
+/// `--tools`: what the model may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tools {
+    None,
+    Python,
+}
+
+crate::named_enum!(Tools { None => "none", Python => "python" });
 
 #[derive(Parser, Debug)]
 #[command(
@@ -29,16 +46,22 @@ pub struct SolveArgs {
     /// --eval). Not used with --serve.
     #[arg(long, required_unless_present = "serve")]
     pub input: Option<PathBuf>,
-    /// Index built by `embed index build` (needed unless --rag k=0).
-    #[arg(long)]
-    pub index: Option<PathBuf>,
-    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context]`; k=0 is the
-    /// no-retrieval control. exclude-above drops near-duplicates of the problem itself.
-    #[arg(long, default_value = "k=4")]
-    pub rag: RagSpec,
-    /// Also run this retrieval setting (e.g. k=0) on the same problems and budget, for --eval.
-    #[arg(long)]
-    pub compare_rag: Option<RagSpec>,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    #[command(flatten)]
+    pub retrieval: RetrievalArgs,
+    #[command(flatten)]
+    pub tool: ToolArgs,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The model server and how requests reach it.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Server")]
+pub struct ServerArgs {
     /// OpenAI-compatible base URL. Default: $EXEMPLAR_ENDPOINT, else http://127.0.0.1:8000/v1.
     #[arg(long)]
     pub endpoint: Option<String>,
@@ -48,12 +71,37 @@ pub struct SolveArgs {
     /// Bearer token (default: $OPENAI_API_KEY). Never written to traces or logs.
     #[arg(long)]
     pub api_key: Option<String>,
-    /// Submission CSV (id,answer).
-    #[arg(long, default_value = "submission.csv")]
-    pub out: PathBuf,
-    /// Traces, one JSON line per problem [default: traces.jsonl beside --out].
+    /// Upper bound on one HTTP request.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub request_timeout: Duration,
+    /// Retries per sample on connection errors, timeouts, 429/5xx, malformed or empty replies.
+    #[arg(long, default_value_t = 4)]
+    pub retries: usize,
+    /// First backoff between retries (doubles each time, with jitter).
+    #[arg(long, default_value = "0.5", value_parser = parse_duration)]
+    pub backoff: Duration,
+    /// Start the server with this shell command and stop it on exit, e.g.
+    /// "vllm serve nvidia/Llama-3_3-Nemotron-Super-49B-v1 --quantization fp8".
     #[arg(long)]
-    pub traces: Option<PathBuf>,
+    pub launch: Option<String>,
+    /// How long to wait for a launched server to answer.
+    #[arg(long, default_value = "30m", value_parser = parse_duration)]
+    pub launch_timeout: Duration,
+    /// The server's context length in tokens [default: read from the server: vLLM's
+    /// /v1/models max_model_len, llama.cpp's /props n_ctx]. Retrieved examples are dropped
+    /// (farthest first) or shortened until prompt + --max-tokens fit.
+    #[arg(long)]
+    pub max_model_len: Option<usize>,
+    /// The solver's tokenizer.json (or its folder) to count prompt tokens exactly [default: the
+    /// server's /tokenize, else a conservative estimate of two bytes a token].
+    #[arg(long, value_name = "DIR")]
+    pub solver_tokenizer: Option<PathBuf>,
+}
+
+/// What the model is asked, and how its answers are read and voted.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Prompt and sampling")]
+pub struct SamplingArgs {
     /// System prompt; the model's reasoning switch ("/think" for Nemotron v1.5).
     #[arg(long, default_value = DEFAULT_SYSTEM)]
     pub system: String,
@@ -63,10 +111,14 @@ pub struct SolveArgs {
     /// File with the user-turn template; {problem} is replaced by the problem.
     #[arg(long)]
     pub prompt_template: Option<PathBuf>,
+    /// Sampling temperature of every completion.
     #[arg(long, default_value_t = 0.6)]
     pub temperature: f64,
+    /// Nucleus sampling: tokens within this cumulative probability.
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f64,
+    /// Tokens one completion may generate (thinking included; tool outputs count too). Lowered
+    /// for a problem whose prompt leaves less room in the server's context.
     #[arg(long, default_value_t = 16384)]
     pub max_tokens: usize,
     /// Completions per problem (self-consistency voting).
@@ -80,68 +132,50 @@ pub struct SolveArgs {
     #[arg(long, default_value_t = 0.0)]
     pub agreement: f64,
     /// Valid answers, inclusive, as MIN..MAX.
-    #[arg(long, default_value = "0..99999")]
-    pub answer_range: String,
+    #[arg(long, default_value = "0..99999", value_parser = parse_answer_range)]
+    pub answer_range: RangeInclusive<u64>,
     /// Answer written when no sample gave a valid one (recorded as a fallback).
     #[arg(long, default_value_t = 0)]
     pub fallback: u64,
-    /// Total time for all problems, e.g. 5h or 90m; unused time moves to later problems.
+}
+
+/// Which solved problems go in front of the model.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Retrieval")]
+pub struct RetrievalArgs {
+    /// Index built by `embed index build` (needed unless --rag k=0).
     #[arg(long)]
-    pub time_budget: Option<String>,
-    /// Upper bound on one HTTP request.
-    #[arg(long, default_value = "30m")]
-    pub request_timeout: String,
-    /// Retries per sample on connection errors, timeouts, 429/5xx, malformed or empty replies.
-    #[arg(long, default_value_t = 4)]
-    pub retries: usize,
-    /// First backoff between retries (doubles each time, with jitter).
-    #[arg(long, default_value = "0.5")]
-    pub backoff: String,
-    /// Send nothing; write the messages that would be sent to the traces.
+    pub index: Option<PathBuf>,
+    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context]`; k=0 is the
+    /// no-retrieval control. exclude-above drops near-duplicates of the problem itself.
+    #[arg(long, default_value = "k=4")]
+    pub rag: RagSpec,
+    /// Also run this retrieval setting (e.g. k=0) on the same problems and budget, for --eval.
     #[arg(long)]
-    pub dry_run: bool,
-    /// Print accuracy, per-source accuracy and vote margins (needs an answer column).
-    #[arg(long)]
-    pub eval: bool,
-    /// Start the server with this shell command and stop it on exit, e.g.
-    /// "vllm serve nvidia/Llama-3_3-Nemotron-Super-49B-v1 --quantization fp8".
-    #[arg(long)]
-    pub launch: Option<String>,
-    /// How long to wait for a launched server to answer.
-    #[arg(long, default_value = "30m")]
-    pub launch_timeout: String,
-    /// The server's context length in tokens [default: read from the server: vLLM's
-    /// /v1/models max_model_len, llama.cpp's /props n_ctx]. Retrieved examples are dropped
-    /// (farthest first) or shortened until prompt + --max-tokens fit.
-    #[arg(long)]
-    pub max_model_len: Option<usize>,
-    /// The solver's tokenizer.json (or its folder) to count prompt tokens exactly [default: the
-    /// server's /tokenize, else a conservative estimate of two bytes a token].
-    #[arg(long, value_name = "DIR")]
-    pub solver_tokenizer: Option<PathBuf>,
-    /// Start over even though the traces were made with other settings (they are moved aside
-    /// to traces.jsonl.old-TIME, not deleted). Without it such a rerun is refused.
-    #[arg(long)]
-    pub force: bool,
+    pub compare_rag: Option<RagSpec>,
     /// Embedding model folder, if it moved since the index was built.
     #[arg(long)]
     pub embed_model: Option<String>,
     /// Device for query embedding.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    #[arg(long)]
-    pub quiet: bool,
+}
+
+/// Code execution and the thinking budget.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Tools")]
+pub struct ToolArgs {
     /// Let the model run code: `python` runs each complete ```python block (and, see
     /// --tool-protocol, each OpenAI tool call) in a per-sample sandbox (persistent interpreter,
     /// time/memory/process limits, no network where the OS allows) and shows it the output;
     /// `none` turns it off.
-    #[arg(long, default_value = "none", value_parser = ["none", "python"])]
-    pub tools: String,
+    #[arg(long, default_value = "none", value_parser = names::<Tools>(Tools::NAMES))]
+    pub tools: Tools,
     /// How the model calls the sandbox: `openai` offers a `python` function as OpenAI `tools`
     /// and runs its tool calls; `fenced` runs ```python blocks in the text; `auto` does both,
     /// and falls back to fenced blocks for the rest of the run if the server refuses `tools`.
-    #[arg(long, default_value = "auto", value_parser = ["auto", "openai", "fenced"])]
-    pub tool_protocol: String,
+    #[arg(long, default_value = "auto", value_parser = names::<ToolProtocol>(ToolProtocol::NAMES))]
+    pub tool_protocol: ToolProtocol,
     /// Code executions (blocks and tool calls) per sample at most.
     #[arg(long, default_value_t = 8)]
     pub max_tool_calls: usize,
@@ -149,8 +183,8 @@ pub struct SolveArgs {
     #[arg(long, default_value_t = 2000)]
     pub tool_output_chars: usize,
     /// Wall-clock limit of one code block; then the interpreter is killed and restarted.
-    #[arg(long, default_value = "10s")]
-    pub tool_timeout: String,
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub tool_timeout: Duration,
     /// Address space of every sandbox process, in MiB.
     #[arg(long, default_value_t = 4096)]
     pub tool_memory_mb: u64,
@@ -163,6 +197,34 @@ pub struct SolveArgs {
     /// Tokens a sample may think; then its thinking is closed for it and the answer asked for.
     #[arg(long)]
     pub think_budget: Option<usize>,
+}
+
+/// Time, outputs and the mode of the run.
+#[derive(Args, Debug)]
+#[command(next_help_heading = "Time, output and mode")]
+pub struct RunArgs {
+    /// Submission CSV (id,answer).
+    #[arg(long, default_value = "submission.csv")]
+    pub out: PathBuf,
+    /// Traces, one JSON line per problem [default: traces.jsonl beside --out].
+    #[arg(long)]
+    pub traces: Option<PathBuf>,
+    /// Total time for all problems, e.g. 5h or 90m; unused time moves to later problems.
+    #[arg(long, value_parser = parse_duration)]
+    pub time_budget: Option<Duration>,
+    /// Send nothing; write the messages that would be sent to the traces.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print accuracy, per-source accuracy and vote margins (needs an answer column).
+    #[arg(long)]
+    pub eval: bool,
+    /// Start over even though the traces were made with other settings (they are moved aside
+    /// to traces.jsonl.old-TIME, not deleted). Without it such a rerun is refused.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bars; log lines and the summary only.
+    #[arg(long)]
+    pub quiet: bool,
     /// Line mode: read `{"id": ..., "problem": ...}` lines on stdin, answer each with
     /// `{"id": ..., "answer": N, "seconds": S}` on stdout; the model and index load once.
     #[arg(long)]
@@ -174,74 +236,107 @@ pub struct SolveArgs {
 
 /// Refuse settings that cannot run, before anything is loaded.
 fn check_counts(a: &SolveArgs) -> Result<()> {
-    if a.samples == 0 {
+    let s = &a.sampling;
+    if s.samples == 0 {
         bail!("--samples must be at least 1");
     }
-    if a.concurrency == 0 {
+    if s.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
-    if !(0.0..=1.0).contains(&a.agreement) {
+    if !(0.0..=1.0).contains(&s.agreement) {
         bail!(
             "--agreement {}: expected a share between 0 and 1",
-            a.agreement
+            s.agreement
         );
     }
-    if a.serve && a.compare_rag.is_some() {
+    if a.run.serve && a.retrieval.compare_rag.is_some() {
         bail!("--serve answers with one setting; --compare-rag needs a whole --input");
     }
-    if a.think_budget == Some(0) {
+    if a.tool.think_budget == Some(0) {
         bail!("--think-budget must be at least 1 token");
     }
     Ok(())
 }
 
-fn parse_range(s: &str) -> Result<std::ops::RangeInclusive<u64>> {
-    let (a, b) = s
-        .split_once("..")
-        .ok_or_else(|| anyhow::anyhow!("--answer-range {s:?}: expected MIN..MAX"))?;
-    let (a, b): (u64, u64) = (a.trim().parse()?, b.trim().trim_start_matches('=').parse()?);
-    if a > b {
-        bail!("--answer-range {s:?}: MIN is above MAX");
-    }
-    Ok(a..=b)
-}
-
 pub fn run(a: SolveArgs) -> Result<()> {
     // The time budget counts from here: model and index loading and the launch included.
-    let started = std::time::Instant::now();
-    let endpoint = a
-        .endpoint
-        .clone()
-        .or_else(|| std::env::var("EXEMPLAR_ENDPOINT").ok())
-        .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into());
-    let api_key = a
-        .api_key
-        .clone()
-        .or_else(|| std::env::var("OPENAI_API_KEY").ok());
+    let started = Instant::now();
     check_counts(&a)?;
-    let traces = a
-        .traces
-        .clone()
-        .unwrap_or_else(|| a.out.with_file_name("traces.jsonl"));
-    let launch_timeout = duration("--launch-timeout", &a.launch_timeout)?;
-    let launch = a.launch.as_ref().map(|cmd| LaunchSpec {
-        command: cmd.clone(),
-        log: a.out.with_file_name("server.log"),
-        timeout: launch_timeout,
-    });
+    let (r, run) = (&a.retrieval, &a.run);
     let cfg = SolveConfig {
-        input: a.input.clone().unwrap_or_default(),
-        index: a.index.clone(),
-        rag: a.rag.clone(),
-        compare_rag: a.compare_rag.clone(),
-        endpoint,
+        input: match (&a.input, run.serve) {
+            (_, true) => Input::Serve,
+            (Some(path), false) => Input::File(path.clone()),
+            (None, false) => bail!("--input is needed (or --serve)"),
+        },
+        server: server_config(&a.server, &run.out),
+        sampling: sampling_config(&a.sampling)?,
+        retrieval: RetrievalConfig {
+            index: r.index.clone(),
+            rag: r.rag.clone(),
+            compare_rag: r.compare_rag.clone(),
+            embed_model: r.embed_model.clone(),
+            device: r.device,
+        },
+        tools: ToolsConfig {
+            sandbox: sandbox_config(&a.tool)?,
+            max_tool_calls: a.tool.max_tool_calls,
+            protocol: a.tool.tool_protocol,
+            think_budget: a.tool.think_budget,
+        },
+        budget: BudgetConfig {
+            time_budget: run.time_budget,
+            started,
+            expected_problems: run.expected_problems.max(1),
+        },
+        output: OutputConfig {
+            traces: run
+                .traces
+                .clone()
+                .unwrap_or_else(|| run.out.with_file_name("traces.jsonl")),
+            out: run.out.clone(),
+            eval: run.eval,
+            dry_run: run.dry_run,
+            force: run.force,
+        },
+    };
+    crate::solve::run(&cfg, Arc::new(Bars::new(run.quiet)))
+}
+
+/// The server, its credentials and how requests to it are retried; a launched server logs
+/// beside `out`.
+fn server_config(a: &ServerArgs, out: &Path) -> ServerConfig {
+    ServerConfig {
+        endpoint: a
+            .endpoint
+            .clone()
+            .or_else(|| std::env::var("EXEMPLAR_ENDPOINT").ok())
+            .unwrap_or_else(|| "http://127.0.0.1:8000/v1".into()),
         model: a.model.clone(),
-        api_key,
-        out: a.out.clone(),
-        traces,
+        api_key: a
+            .api_key
+            .clone()
+            .or_else(|| std::env::var("OPENAI_API_KEY").ok()),
+        retry: RetryPolicy {
+            retries: a.retries,
+            request_timeout: a.request_timeout,
+            backoff: a.backoff,
+        },
+        launch: a.launch.as_ref().map(|cmd| LaunchSpec {
+            command: cmd.clone(),
+            log: out.with_file_name("server.log"),
+            timeout: a.launch_timeout,
+        }),
+        max_model_len: a.max_model_len,
+        solver_tokenizer: a.solver_tokenizer.clone(),
+    }
+}
+
+fn sampling_config(a: &SamplingArgs) -> Result<SamplingConfig> {
+    Ok(SamplingConfig {
         system: (!a.no_system).then(|| a.system.clone()),
         user_template: user_template(a.prompt_template.as_deref())?,
-        sampling: Sampling {
+        params: Sampling {
             temperature: a.temperature,
             top_p: a.top_p,
             max_tokens: a.max_tokens,
@@ -249,48 +344,20 @@ pub fn run(a: SolveArgs) -> Result<()> {
         samples: a.samples,
         concurrency: a.concurrency,
         agreement: a.agreement,
-        answer_range: parse_range(&a.answer_range)?,
+        answer_range: a.answer_range.clone(),
         fallback: a.fallback,
-        time_budget: a
-            .time_budget
-            .as_deref()
-            .map(|t| duration("--time-budget", t))
-            .transpose()?,
-        started,
-        request_timeout: duration("--request-timeout", &a.request_timeout)?,
-        retries: a.retries,
-        backoff: duration("--backoff", &a.backoff)?,
-        max_model_len: a.max_model_len,
-        solver_tokenizer: a.solver_tokenizer.clone(),
-        launch,
-        force: a.force,
-        dry_run: a.dry_run,
-        eval: a.eval,
-        embed_model: a.embed_model.clone(),
-        device: a.device,
-        sandbox: sandbox_config(&a)?,
-        max_tool_calls: a.max_tool_calls,
-        tool_protocol: a
-            .tool_protocol
-            .parse()
-            .map_err(|e| anyhow::anyhow!("--tool-protocol {e}"))?,
-        think_budget: a.think_budget,
-        serve: a.serve.then_some(ServeSpec {
-            expected_problems: a.expected_problems.max(1),
-        }),
-    };
-    crate::solve::run(&cfg, &Bars::new(a.quiet))
+    })
 }
 
 /// `--tools python` settings; None with `--tools none`.
-fn sandbox_config(a: &SolveArgs) -> Result<Option<SandboxConfig>> {
-    if a.tools != "python" {
+fn sandbox_config(a: &ToolArgs) -> Result<Option<SandboxConfig>> {
+    if a.tools != Tools::Python {
         return Ok(None);
     }
     if a.tool_output_chars < 100 {
         bail!("--tool-output-chars {}: at least 100", a.tool_output_chars);
     }
-    let timeout = duration("--tool-timeout", &a.tool_timeout)?;
+    let timeout = a.tool_timeout;
     if timeout.is_zero() {
         bail!("--tool-timeout must be above 0");
     }
@@ -310,11 +377,7 @@ fn sandbox_config(a: &SolveArgs) -> Result<Option<SandboxConfig>> {
     }))
 }
 
-fn duration(flag: &str, value: &str) -> Result<std::time::Duration> {
-    parse_duration(value).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
-}
-
-fn user_template(path: Option<&std::path::Path>) -> Result<String> {
+fn user_template(path: Option<&Path>) -> Result<String> {
     let Some(p) = path else {
         return Ok(DEFAULT_USER_TEMPLATE.to_string());
     };

@@ -7,7 +7,7 @@ use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
 
-use super::client::{Client, Message};
+use super::client::{Client, Message, Role};
 use super::prompt::{Example, PromptBuilder};
 use super::trace::PromptFit;
 
@@ -188,7 +188,7 @@ fn server_context(client: &Client) -> Option<usize> {
 }
 
 fn probe_counter(client: &Client) -> Counter {
-    let probe = [Message::new("user", "1 + 1")];
+    let probe = [Message::new(Role::User, "1 + 1")];
     if vllm_count(client, &probe).is_ok() {
         Counter::VllmServer
     } else if llama_cpp_count(client, &probe).is_ok() {

@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::client::Message;
+use super::client::{Message, Role};
 
 pub const DEFAULT_SYSTEM: &str = "detailed thinking on";
 pub const DEFAULT_USER_TEMPLATE: &str =
@@ -106,15 +106,15 @@ impl PromptBuilder {
     pub fn messages(&self, problem: &str, examples: &[Example]) -> Vec<Message> {
         let mut out = Vec::new();
         if let Some(s) = &self.system {
-            out.push(Message::new("system", s.clone()));
+            out.push(Message::new(Role::System, s.clone()));
         }
         match self.format {
             RagFormat::Chat => {
                 for e in examples {
-                    out.push(Message::new("user", self.user_turn(&e.problem)));
-                    out.push(Message::new("assistant", e.solution.clone()));
+                    out.push(Message::new(Role::User, self.user_turn(&e.problem)));
+                    out.push(Message::new(Role::Assistant, e.solution.clone()));
                 }
-                out.push(Message::new("user", self.user_turn(problem)));
+                out.push(Message::new(Role::User, self.user_turn(problem)));
             }
             RagFormat::Context => {
                 let mut text = String::new();
@@ -133,7 +133,7 @@ impl PromptBuilder {
                     text.push_str("### Your problem\n");
                 }
                 text.push_str(&self.user_turn(problem));
-                out.push(Message::new("user", text));
+                out.push(Message::new(Role::User, text));
             }
         }
         out
@@ -181,7 +181,7 @@ mod tests {
             solution: "It is \\boxed{2}.".into(),
         };
         let m = b.messages("2+2?", &[ex]);
-        let roles: Vec<&str> = m.iter().map(|m| m.role.as_str()).collect();
+        let roles: Vec<&str> = m.iter().map(|m| m.role.name()).collect();
         assert_eq!(roles, vec!["system", "user", "assistant", "user"]);
         assert!(m[3].content.starts_with("2+2?"));
         assert!(m[2].content.ends_with("\\boxed{2}."));

@@ -12,9 +12,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::answer;
-use super::client::{Attempted, Client, Message, Sampling};
-use super::tools::{self, ToolPlan};
+use super::client::{Attempted, Client, FinishReason, Message, Sampling};
+use super::rounds::{self, ToolPlan};
 use super::trace::SampleTrace;
+use super::transcript;
 use super::vote::{self, Tally};
 
 /// What one problem's sampling asks for.
@@ -171,7 +172,7 @@ impl SampleWorker {
             false => self.with_tools(index),
         };
         let checked = t.answer.is_some_and(|a| checked_by_code(&t, a));
-        let truncated = t.cancelled || t.concluded || t.finish_reason.as_deref() == Some("length");
+        let truncated = t.cancelled || t.concluded || t.finish_reason == Some(FinishReason::Length);
         t.weight = vote::sample_weight(checked, truncated);
         t
     }
@@ -216,11 +217,11 @@ impl SampleWorker {
         t
     }
 
-    /// Rounds with code execution and/or the thinking budget (see tools.rs); the answer comes
+    /// Rounds with code execution and/or the thinking budget (see rounds.rs); the answer comes
     /// from the whole transcript, preferring boxes after the thinking.
     fn with_tools(&self, index: usize) -> SampleTrace {
         let start = Instant::now();
-        let g = tools::generate(
+        let g = rounds::generate(
             &self.client,
             &self.messages,
             &self.plan.sampling,
@@ -263,7 +264,7 @@ impl SampleWorker {
 }
 
 fn open_thinking(text: &str) -> bool {
-    tools::open_think(text)
+    transcript::open_think(text)
 }
 
 fn set_answer(t: &mut SampleTrace, answer: Result<u64, answer::Rejected>, from: &str) {

@@ -9,10 +9,9 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use super::client::{Message, Sampling};
+use super::client::{FinishReason, Message, Sampling};
 use super::prompt::RagSpec;
 use super::sandbox::SandboxInfo;
-use super::tools::ToolCall;
 
 /// Everything that changes the answers of an arm. Long texts are kept as hashes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,7 +114,7 @@ pub struct SampleTrace {
     /// `content`, or `reasoning` when only the thinking held an answer.
     pub answer_from: Option<String>,
     pub rejected: Option<String>,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub seconds: f64,
@@ -144,6 +143,33 @@ fn one() -> f64 {
 
 fn is_zero_or_one(n: &usize) -> bool {
     *n <= 1
+}
+
+/// One code execution (a fenced block or a tool call), as recorded in the trace.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ToolCall {
+    /// `fenced` (a ```python block) or `openai` (a tool call).
+    #[serde(default = "fenced")]
+    pub protocol: String,
+    /// A tool call's id and function name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub code: String,
+    /// What the model was shown (already cut to --tool-output-chars).
+    pub output: String,
+    pub error: bool,
+    /// Not run: malformed arguments, an unknown tool, or over --max-tool-calls.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rejected: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub restarted: bool,
+    pub seconds: f64,
+    /// Process group of the interpreter that ran it (0 when none started).
+    pub pgid: i32,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,35 +21,19 @@ pub const MAX_ARGUMENT_BYTES: usize = 100_000;
 /// Characters of a refused call's arguments kept in the trace.
 const TRACE_ARGUMENT_CHARS: usize = 2000;
 
+/// `--tool-protocol`: how the model calls the sandbox.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ToolProtocol {
+    /// OpenAI tool calls and fenced blocks; fenced only once the server refuses `tools`.
     Auto,
+    /// OpenAI tool calls only; a refusal stops the run.
     Openai,
+    /// Fenced ```python blocks only; `tools` never offered.
     Fenced,
 }
 
-impl ToolProtocol {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Auto => "auto",
-            Self::Openai => "openai",
-            Self::Fenced => "fenced",
-        }
-    }
-}
-
-impl std::str::FromStr for ToolProtocol {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "openai" => Ok(Self::Openai),
-            "fenced" => Ok(Self::Fenced),
-            _ => Err(format!("{s:?}: expected auto, openai or fenced")),
-        }
-    }
-}
+crate::named_enum!(ToolProtocol { Auto => "auto", Openai => "openai", Fenced => "fenced" });
 
 /// The OpenAI `tools` array: one function, `python(code)`.
 pub fn tools_json() -> &'static Value {

@@ -102,45 +102,55 @@ mod imp {
 
     fn limit(resource: c_int, value: u64) -> io::Result<()> {
         let mut cur = RLimit { cur: 0, max: 0 };
-        // SAFETY: plain system calls on a stack struct.
-        unsafe {
-            check(getrlimit(resource, &mut cur))?;
-            // Never above the current hard limit (that would fail for a normal user).
-            let v = value.min(cur.max);
-            check(setrlimit(resource, &RLimit { cur: v, max: v }))
-        }
+        // SAFETY: `RLimit` is `#[repr(C)]` with the layout of `struct rlimit` (two 64-bit
+        // fields on the 64-bit Linux targets this module is built for), and the pointer is to a
+        // live, writable stack value the kernel fills in before the call returns.
+        check(unsafe { getrlimit(resource, &mut cur) })?;
+        // Never above the current hard limit (that would fail for a normal user).
+        let v = value.min(cur.max);
+        // SAFETY: as above; the kernel only reads the temporary for the duration of the call.
+        check(unsafe { setrlimit(resource, &RLimit { cur: v, max: v }) })
     }
 
     /// Runs in the child between fork and exec: rlimits, namespaces (`ns`: 2 = user + network,
     /// 1 = network only), death signal, then the Landlock ruleset `ruleset_fd` (if >= 0).
+    /// Async-signal-safe: system calls only, no allocation or locks (see `Command::pre_exec`).
     pub fn confine(l: &Limits, ns: u8, ruleset_fd: c_int) -> io::Result<()> {
         limit(RLIMIT_AS, l.memory_bytes)?;
         limit(RLIMIT_CPU, l.cpu_seconds)?;
         limit(RLIMIT_FSIZE, l.file_bytes)?;
         limit(RLIMIT_CORE, 0)?;
-        // SAFETY: raw system calls with constant arguments.
-        unsafe {
-            match ns {
-                2 => check(unshare(CLONE_NEWUSER | CLONE_NEWNET))?,
-                1 => check(unshare(CLONE_NEWNET))?,
-                _ => {}
-            }
-            // Counted per user namespace only after the unshare; without one it would count
-            // every process of the user, so it is left alone then.
-            if ns == 2 && geteuid() != 0 {
-                limit(RLIMIT_NPROC, l.max_processes)?;
-            }
-            check(prctl(PR_SET_PDEATHSIG, SIGKILL as c_long, 0, 0, 0))?;
-            if ruleset_fd >= 0 {
-                check(prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0))?;
-                if syscall(
+        let flags = match ns {
+            2 => CLONE_NEWUSER | CLONE_NEWNET,
+            1 => CLONE_NEWNET,
+            _ => 0,
+        };
+        if flags != 0 {
+            // SAFETY: unshare takes flags only (no pointers); it changes this (child) process's
+            // namespaces, which nothing in this process relies on after exec.
+            check(unsafe { unshare(flags) })?;
+        }
+        // Counted per user namespace only after the unshare; without one it would count
+        // every process of the user, so it is left alone then.
+        if ns == 2 && !is_root() {
+            limit(RLIMIT_NPROC, l.max_processes)?;
+        }
+        // SAFETY: prctl with integer arguments only; PR_SET_PDEATHSIG affects this process.
+        check(unsafe { prctl(PR_SET_PDEATHSIG, SIGKILL as c_long, 0, 0, 0) })?;
+        if ruleset_fd >= 0 {
+            // SAFETY: integer arguments only; required before landlock_restrict_self.
+            check(unsafe { prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })?;
+            // SAFETY: landlock_restrict_self(fd, flags) takes two integers; `ruleset_fd` is the
+            // ruleset the parent opened and keeps open until the child has been spawned.
+            let rc = unsafe {
+                syscall(
                     SYS_LANDLOCK_RESTRICT_SELF,
                     ruleset_fd as c_long,
                     0 as c_long,
-                ) != 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
             }
         }
         Ok(())
@@ -148,7 +158,8 @@ mod imp {
 
     /// The kernel's Landlock ABI version, 0 when absent or disabled.
     pub fn landlock_abi() -> u32 {
-        // SAFETY: the version query takes no pointer.
+        // SAFETY: with LANDLOCK_CREATE_RULESET_VERSION the kernel requires a null attribute
+        // pointer and size 0 and reads nothing; the call only returns a number.
         let v = unsafe {
             syscall(
                 SYS_LANDLOCK_CREATE_RULESET,
@@ -193,7 +204,8 @@ mod imp {
             4 | 5 => 16,
             _ => 24,
         };
-        // SAFETY: attr outlives the call; the kernel reads `size` bytes of it.
+        // SAFETY: `attr` is a live `#[repr(C)]` value of 24 bytes that outlives the call, and
+        // `size` (8, 16 or 24) never exceeds it: the kernel reads at most `size` bytes of it.
         let fd = unsafe {
             syscall(
                 SYS_LANDLOCK_CREATE_RULESET,
@@ -205,7 +217,8 @@ mod imp {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: a fresh descriptor the kernel just gave us.
+        // SAFETY: `fd` is non-negative, so it is a descriptor the kernel just opened for us;
+        // nothing else owns it, so `OwnedFd` may close it.
         let ruleset = unsafe { OwnedFd::from_raw_fd(fd as c_int) };
         allow(&ruleset, workdir, fs)?;
         allow(
@@ -222,7 +235,9 @@ mod imp {
             allowed_access: access,
             parent_fd: target.as_raw_fd(),
         };
-        // SAFETY: rule outlives the call; the fds are open.
+        // SAFETY: `rule` is a live `#[repr(C, packed)]` `struct landlock_path_beneath_attr`
+        // that outlives the call (the kernel only reads it); `ruleset` and `target` are open
+        // descriptors borrowed for the call.
         let rc = unsafe {
             syscall(
                 SYS_LANDLOCK_ADD_RULE,
@@ -239,20 +254,22 @@ mod imp {
     }
 
     pub fn is_root() -> bool {
-        // SAFETY: no arguments.
+        // SAFETY: geteuid takes no arguments, cannot fail and touches no memory of ours.
         unsafe { geteuid() == 0 }
     }
 
     pub fn kill_group(pgid: i32) {
         if pgid > 1 {
-            // SAFETY: a negative pid addresses the process group.
+            // SAFETY: kill takes integers only; a negative pid addresses the process group, and
+            // `pgid > 1` keeps it off -1 (every process) and 0 (our own group).
             unsafe { kill(-pgid, SIGKILL) };
         }
     }
 
     pub fn kill_pid(pid: i32) {
         if pid > 1 {
-            // SAFETY: plain signal.
+            // SAFETY: kill takes integers only; `pid > 1` names one process, never init or a
+            // group.
             unsafe { kill(pid, SIGKILL) };
         }
     }
@@ -384,10 +401,10 @@ mod tests {
 
     #[test]
     fn our_own_group_is_seen_in_proc() {
-        // SAFETY: getpgid(0) of ourselves.
         extern "C" {
             fn getpgid(pid: c_int) -> c_int;
         }
+        // SAFETY: getpgid takes an integer (0: ourselves) and touches no memory of ours.
         let pgid = unsafe { getpgid(0) };
         assert!(group_members(pgid).contains(&(std::process::id() as i32)));
     }

@@ -18,19 +18,20 @@
 //! turns' thinking. llama.cpp continues a trailing assistant message by itself; vLLM does with
 //! `continue_final_message: true, add_generation_prompt: false`, which the client sends whenever
 //! the last message is an assistant's (llama.cpp accepts them too). llama.cpp may repeat the
-//! prefill at the start of its reply; [`strip_echo`] removes it.
+//! prefill at the start of its reply; [`strip_echo`](super::transcript::strip_echo) removes it.
 
-use serde::{Deserialize, Serialize};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::client::{Attempted, Client, Completion, Message, RequestedCall, Sampling};
+use super::client::{
+    Attempted, Client, Completion, FinishReason, Message, RequestedCall, Role, Sampling,
+};
 use super::sandbox::{Sandbox, SandboxConfig};
-use super::tool_calls::{self, ToolOffer, ToolProtocol};
+use super::tool_protocol::{self, ToolOffer, ToolProtocol};
+use super::trace::ToolCall;
+use super::transcript::{find_block, open_think, round_text, strip_echo, Watcher};
 
-/// What opens a code block to run (at the start of a line).
-const OPEN_FENCES: [&str; 3] = ["```python\n", "```py\n", "```python3\n"];
 /// Appended to the thinking to ask for the conclusion when the budget is spent.
 pub const CONCLUDE: &str = "\n</think>\n\nThe final answer is \\boxed{";
 /// max_tokens of the conclusion request: the rest of one integer and its brace.
@@ -49,44 +50,13 @@ pub struct ToolPlan {
     pub offer: Arc<ToolOffer>,
 }
 
-fn fenced() -> String {
-    "fenced".into()
-}
-
-/// One code execution (a fenced block or a tool call), as recorded in the trace.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ToolCall {
-    /// `fenced` (a ```python block) or `openai` (a tool call).
-    #[serde(default = "fenced")]
-    pub protocol: String,
-    /// A tool call's id and function name.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-    pub code: String,
-    /// What the model was shown (already cut to --tool-output-chars).
-    pub output: String,
-    pub error: bool,
-    /// Not run: malformed arguments, an unknown tool, or over --max-tool-calls.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub rejected: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub timed_out: bool,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub restarted: bool,
-    pub seconds: f64,
-    /// Process group of the interpreter that ran it (0 when none started).
-    pub pgid: i32,
-}
-
 /// A whole sample: every round's text joined into one assistant transcript.
 #[derive(Debug, Default)]
 pub struct Generated {
     /// The assistant turns as the model wrote them (thinking in `<think>`), with each code
     /// execution's code and output.
     pub text: String,
-    pub finish_reason: Option<String>,
+    pub finish_reason: Option<FinishReason>,
     pub prompt_tokens: Option<u64>,
     pub completion_tokens: Option<u64>,
     pub attempts: usize,
@@ -194,7 +164,7 @@ impl Run<'_> {
         let mut m = self.messages.to_vec();
         m.extend(self.history.iter().cloned());
         if !prefill.is_empty() {
-            m.push(Message::new("assistant", prefill));
+            m.push(Message::new(Role::Assistant, prefill));
         }
         m
     }
@@ -209,7 +179,7 @@ impl Run<'_> {
     fn round(&mut self) -> Next {
         let left = self.sampling.max_tokens.saturating_sub(self.tokens);
         if left == 0 {
-            self.out.finish_reason = Some("length".into());
+            self.out.finish_reason = Some(FinishReason::Length);
             return Next::Done;
         }
         let sampling = Sampling {
@@ -357,7 +327,7 @@ impl Run<'_> {
     fn answer_call(&mut self, call: &RequestedCall) -> ToolCall {
         let code = if self.tools_left() {
             self.used += 1;
-            tool_calls::code_of(call)
+            tool_protocol::code_of(call)
         } else {
             self.told_limit = true;
             Err(format!(
@@ -369,7 +339,7 @@ impl Run<'_> {
         let mut record = match code {
             Ok(code) => self.execute(code),
             Err(why) => ToolCall {
-                code: tool_calls::traced_code(call),
+                code: tool_protocol::traced_code(call),
                 output: format!("error: {why}"),
                 error: true,
                 rejected: true,
@@ -386,7 +356,7 @@ impl Run<'_> {
     /// never empty.
     fn execute(&mut self, code: String) -> ToolCall {
         let mut call = ToolCall {
-            protocol: fenced(),
+            protocol: "fenced".into(),
             ..Default::default()
         };
         let cancel = self.cancel;
@@ -431,7 +401,7 @@ impl Run<'_> {
     /// The budget is spent while thinking: close the thinking and ask for the boxed answer.
     fn conclude(&mut self) {
         self.out.concluded = true;
-        self.out.finish_reason = Some("think budget".into());
+        self.out.finish_reason = Some(FinishReason::ThinkBudget);
         let prefill = format!("{}{CONCLUDE}", self.turn.trim_end());
         let sampling = Sampling {
             max_tokens: CONCLUDE_TOKENS,
@@ -453,172 +423,5 @@ impl Run<'_> {
                 .text
                 .push_str(strip_echo(&prefill, &round_text(&c, false)));
         }
-    }
-}
-
-/// Decides, delta by delta, whether the stream should stop: a complete code block to run, or
-/// the thinking budget spent with the thinking still open.
-struct Watcher<'p> {
-    prefill: &'p str,
-    tools: bool,
-    budget: Option<usize>,
-    events: usize,
-    over_budget: bool,
-    closed: bool,
-    /// Bytes of content and reasoning already looked at.
-    seen: (usize, usize),
-}
-
-impl<'p> Watcher<'p> {
-    fn new(prefill: &'p str, tools: bool, budget: Option<usize>) -> Self {
-        Self {
-            prefill,
-            tools,
-            budget,
-            events: 0,
-            over_budget: false,
-            closed: thinking_closed(prefill),
-            seen: (0, 0),
-        }
-    }
-
-    fn stop(&mut self, c: &Completion, events: usize) -> bool {
-        self.events = events;
-        // Only a delta holding a backtick can complete a fence: skip the scan otherwise, so a
-        // long stream costs linear time. Both texts only grow, so the old lengths are char
-        // boundaries.
-        let reasoning = c.reasoning.as_deref().unwrap_or("");
-        let fresh = |text: &str, seen: usize| text.get(seen..).is_some_and(|t| t.contains('`'));
-        let fence = self.tools && (fresh(&c.content, self.seen.0) || fresh(reasoning, self.seen.1));
-        self.seen = (c.content.len(), reasoning.len());
-        let spent = !self.closed && self.budget.is_some_and(|b| events >= b);
-        if !fence && !spent {
-            return false;
-        }
-        let raw = round_text(c, open_think(self.prefill));
-        let new = strip_echo(self.prefill, &raw);
-        if spent {
-            if thinking_closed(&format!("{}{new}", self.prefill)) {
-                self.closed = true;
-            } else {
-                self.over_budget = true;
-                return true;
-            }
-        }
-        fence && find_block(new).is_some()
-    }
-}
-
-/// A round's text as the model wrote it: servers with a reasoning parser send the thinking
-/// separately (without its tags); put it back inside `<think>` unless the transcript already
-/// has the thinking open.
-pub fn round_text(c: &Completion, in_think: bool) -> String {
-    let r = c.reasoning.as_deref().unwrap_or("");
-    if r.is_empty() {
-        return c.content.clone();
-    }
-    let open = if in_think { "" } else { "<think>" };
-    match c.content.is_empty() {
-        true => format!("{open}{r}"),
-        false => format!("{open}{r}</think>{}", c.content),
-    }
-}
-
-/// The reply without a repeated prefill: llama.cpp repeats it (non-streamed, or streamed
-/// without `continue_final_message`), possibly without the leading `<think>` when its reasoning
-/// parser took the tag; vLLM sends only the new text.
-pub fn strip_echo<'a>(prefill: &str, reply: &'a str) -> &'a str {
-    if prefill.is_empty() {
-        return reply;
-    }
-    let bare = prefill.strip_prefix("<think>").unwrap_or(prefill);
-    for p in [prefill, bare, bare.trim_start()] {
-        if !p.is_empty() {
-            if let Some(rest) = reply.strip_prefix(p) {
-                return rest;
-            }
-        }
-    }
-    reply
-}
-
-/// Whether the text has a `<think>` that is not closed yet.
-pub fn open_think(text: &str) -> bool {
-    match (text.rfind("<think>"), text.rfind("</think>")) {
-        (Some(o), Some(c)) => o > c,
-        (Some(_), None) => true,
-        _ => false,
-    }
-}
-
-/// Whether the thinking is over: a `</think>` after the last `<think>` (templates that open
-/// the thinking in the prompt only ever show the closing tag).
-pub fn thinking_closed(text: &str) -> bool {
-    match (text.rfind("<think>"), text.rfind("</think>")) {
-        (Some(o), Some(c)) => c > o,
-        (None, Some(_)) => true,
-        _ => false,
-    }
-}
-
-/// The first complete fenced python block: its code and the byte offset just after its
-/// closing fence.
-pub fn find_block(text: &str) -> Option<(String, usize)> {
-    let mut from = 0;
-    while from < text.len() {
-        let (start, fence) = OPEN_FENCES
-            .iter()
-            .filter_map(|f| text[from..].find(f).map(|i| (from + i, *f)))
-            .min_by_key(|(i, _)| *i)?;
-        let at_line_start = start == 0 || text[..start].ends_with('\n');
-        let body = start + fence.len();
-        if !at_line_start {
-            from = body;
-            continue;
-        }
-        // The first line starting with ``` closes it (markdown has no nesting).
-        let close = if text[body..].starts_with("```") {
-            Some(body)
-        } else {
-            text[body..].find("\n```").map(|i| body + i + 1)
-        }?;
-        return Some((text[body..close].trim_end().to_string(), close + 3));
-    }
-    None
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_first_complete_block_at_a_line_start() {
-        let t = "so:\n```python\nx = 41\nprint(x)\n```\nmore ```python\nno\n```";
-        let (code, end) = find_block(t).unwrap();
-        assert_eq!(code, "x = 41\nprint(x)");
-        assert_eq!(&t[..end], "so:\n```python\nx = 41\nprint(x)\n```");
-        assert!(find_block("```python\nx = 1\n").is_none(), "not closed yet");
-        assert!(
-            find_block("text ```python\nx\n```").is_none(),
-            "not at a line start"
-        );
-        assert_eq!(find_block("```py\n```").unwrap().0, "");
-    }
-
-    #[test]
-    fn echoes_are_stripped_and_thinking_tracked() {
-        let pre = "<think>\nplan\n```python\n1\n```\n```output\n1\n```\n";
-        assert_eq!(strip_echo(pre, &format!("{pre}next")), "next");
-        assert_eq!(strip_echo(pre, &format!("{}next", &pre[7..])), "next");
-        assert_eq!(strip_echo(pre, "next"), "next");
-        assert!(open_think(pre) && !thinking_closed(pre));
-        assert!(thinking_closed("a</think>b") && !open_think("a</think>b"));
-        let c = Completion {
-            reasoning: Some("r".into()),
-            content: "c".into(),
-            ..Default::default()
-        };
-        assert_eq!(round_text(&c, false), "<think>r</think>c");
-        assert_eq!(round_text(&c, true), "r</think>c");
     }
 }

@@ -1,0 +1,368 @@
+//! One arm: a retrieval setting applied to problems. [`Arm::solve_problem`] is the per-problem
+//! sequence that batch mode, `--serve` and [`super::Solver`] all use: retrieve, fit the prompt,
+//! sample, vote, and return the trace line. [`Arm::run_batch`] runs it over a problems file,
+//! resuming from the traces.
+
+use anyhow::{bail, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::client::Message;
+use super::config::{Input, SolveConfig};
+use super::problems::Problem;
+use super::prompt::{Example, PromptBuilder, RagSpec};
+use super::report::{self, ArmResult};
+use super::resources::Resources;
+use super::rounds::ToolPlan;
+use super::sample::{self, SamplePlan, Sampled};
+use super::tool_protocol::ToolProtocol;
+use super::trace::{self, Retrieved, RunKey, Trace, TraceLog, VoteEntry};
+use super::vote;
+
+pub(super) struct Arm<'a> {
+    cfg: &'a SolveConfig,
+    res: &'a Resources,
+    pub name: &'a str,
+    spec: &'a RagSpec,
+    pub key: RunKey,
+    /// When this arm's share of the time budget is spent.
+    end: Option<Instant>,
+}
+
+/// A problem's prompt, ready to send.
+struct Prepared {
+    examples: Vec<Example>,
+    messages: Vec<Message>,
+    fit: trace::PromptFit,
+    retrieval_ms: f64,
+    search_ms: f64,
+}
+
+/// A problem's query vector and the milliseconds its embedding took.
+pub(super) struct Query {
+    pub vector: Vec<f32>,
+    pub embed_ms: f64,
+}
+
+impl<'a> Arm<'a> {
+    pub fn new(
+        cfg: &'a SolveConfig,
+        res: &'a Resources,
+        name: &'a str,
+        spec: &'a RagSpec,
+        end: Option<Instant>,
+    ) -> Result<Self> {
+        Ok(Self::with_key(
+            cfg,
+            res,
+            name,
+            spec,
+            run_key(cfg, spec)?,
+            end,
+        ))
+    }
+
+    /// An arm whose [`RunKey`] is already known (it hashes the input and the index).
+    pub fn with_key(
+        cfg: &'a SolveConfig,
+        res: &'a Resources,
+        name: &'a str,
+        spec: &'a RagSpec,
+        key: RunKey,
+        end: Option<Instant>,
+    ) -> Self {
+        Self {
+            cfg,
+            res,
+            name,
+            spec,
+            key,
+            end,
+        }
+    }
+
+    /// Every problem not yet answered in the traces, in input order: solved, traced and (with
+    /// `submission`) written to the submission file at once, so a kill loses at most one.
+    pub fn run_batch(&self, problems: &[Problem], submission: Option<&Path>) -> Result<ArmResult> {
+        let (cfg, progress) = (self.cfg, self.res.progress.as_ref());
+        let traces = &cfg.output.traces;
+        let mut done = match cfg.output.dry_run {
+            true => BTreeMap::new(),
+            false => trace::finished(traces, self.name, &self.key)?,
+        };
+        let mut log = TraceLog::open(traces)?;
+        let todo: Vec<&Problem> = problems
+            .iter()
+            .filter(|p| !done.contains_key(&p.id))
+            .collect();
+        if !done.is_empty() {
+            progress.log(&format!(
+                "{}: {} problems already answered in {}, {} to go",
+                self.name,
+                done.len(),
+                traces.display(),
+                todo.len()
+            ));
+        }
+        let queries = self.embed_queries(&todo)?;
+        let task = progress.task(self.name, Some(todo.len() as u64), "problems");
+        for ((i, p), query) in todo.iter().enumerate().zip(queries) {
+            let t = self.solve_problem(p, &query, todo.len() - i)?;
+            log.append(&t)?;
+            if !cfg.output.dry_run {
+                done.insert(p.id.clone(), t);
+                if let Some(path) = submission {
+                    let answers = done
+                        .iter()
+                        .filter_map(|(k, t)| Some((k.clone(), t.answer?)));
+                    report::write_submission(path, problems, &answers.collect())?;
+                }
+            }
+            task.inc(1);
+        }
+        drop(task);
+        Ok(report::tally(problems, &done, cfg.sampling.fallback))
+    }
+
+    /// Every problem as a query in one batched pass (length-sorted batches amortise the
+    /// forward pass); each gets an equal share of the time.
+    pub fn embed_queries(&self, todo: &[&Problem]) -> Result<Vec<Query>> {
+        let start = Instant::now();
+        let vectors = match &self.res.retriever {
+            Some(r) if self.spec.k > 0 && !todo.is_empty() => {
+                let texts: Vec<&str> = todo.iter().map(|p| p.problem.as_str()).collect();
+                r.embed_queries(&texts)?
+            }
+            _ => vec![Vec::new(); todo.len()],
+        };
+        let each = start.elapsed().as_secs_f64() * 1e3 / todo.len().max(1) as f64;
+        Ok(vectors
+            .into_iter()
+            .map(|vector| Query {
+                vector,
+                embed_ms: each,
+            })
+            .collect())
+    }
+
+    /// One problem, start to end: retrieve, fit the prompt, sample and vote (unless a dry
+    /// run). `left` counts this problem and those after it: the problem may use that share of
+    /// the arm's time left. The trace line is returned, not yet written.
+    pub fn solve_problem(&self, p: &Problem, query: &Query, left: usize) -> Result<Trace> {
+        let t0 = Instant::now();
+        let mut prepared = self.prepare(p, &query.vector)?;
+        prepared.retrieval_ms += query.embed_ms;
+        let mut t = self.base_trace(p, &prepared, query.embed_ms);
+        if !self.cfg.output.dry_run {
+            self.sample_and_vote(p, prepared, left, &mut t)?;
+        }
+        t.seconds = t0.elapsed().as_secs_f64();
+        Ok(t)
+    }
+
+    /// Retrieve, then fit the prompt into the server's context.
+    fn prepare(&self, p: &Problem, query: &[f32]) -> Result<Prepared> {
+        let t0 = Instant::now();
+        let examples = match &self.res.retriever {
+            Some(r) => r.retrieve(query, self.spec),
+            None => Vec::new(),
+        };
+        let builder = self.builder();
+        let max_tokens = self.cfg.sampling.params.max_tokens;
+        let (messages, examples, fit) = match &self.res.budget {
+            Some(b) => b.fit(&builder, &p.problem, examples, max_tokens)?,
+            None => (
+                builder.messages(&p.problem, &examples),
+                examples,
+                Default::default(),
+            ),
+        };
+        // Search and prompt assembly (with fitting); the caller adds the query embedding.
+        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        Ok(Prepared {
+            examples,
+            messages,
+            fit,
+            retrieval_ms: ms,
+            search_ms: ms,
+        })
+    }
+
+    fn builder(&self) -> PromptBuilder {
+        PromptBuilder {
+            system: self.cfg.sampling.system.clone(),
+            user_template: self.cfg.sampling.user_template.clone(),
+            format: self.spec.format,
+        }
+    }
+
+    fn base_trace(&self, p: &Problem, prep: &Prepared, embed_ms: f64) -> Trace {
+        Trace {
+            id: p.id.clone(),
+            arm: self.name.to_string(),
+            dry_run: self.cfg.output.dry_run,
+            run: Some(self.key.clone()),
+            rag: Some(self.spec.clone()),
+            retrieved: prep
+                .examples
+                .iter()
+                .map(|e| Retrieved {
+                    id: e.id.clone(),
+                    score: e.score,
+                })
+                .collect(),
+            retrieval_ms: prep.retrieval_ms,
+            query_embed_ms: embed_ms,
+            search_prompt_ms: prep.search_ms,
+            fit: prep.fit.clone(),
+            messages: prep.messages.clone(),
+            source: p.source.clone(),
+            expected: p.expected,
+            sandbox: self.res.sandbox.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Sample and vote; a context-length refusal is retried once with one example fewer.
+    fn sample_and_vote(
+        &self,
+        p: &Problem,
+        mut prep: Prepared,
+        left: usize,
+        t: &mut Trace,
+    ) -> Result<()> {
+        let deadline = match self.end {
+            Some(end) => {
+                let now = Instant::now();
+                now + end.saturating_duration_since(now) / left.max(1) as u32
+            }
+            None => Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600),
+        };
+        let mut sampled = self.sample(&prep, deadline);
+        if sampled.context_overflow && !prep.examples.is_empty() {
+            prep.fit.overflow_retries += 1;
+            if let Some(e) = prep.examples.pop() {
+                prep.fit.dropped.push(e.id);
+            }
+            prep.messages = self.builder().messages(&p.problem, &prep.examples);
+            t.messages = prep.messages.clone();
+            t.retrieved.truncate(prep.examples.len());
+            sampled = self.sample(&prep, deadline);
+        }
+        t.fit = prep.fit;
+        self.record_vote(t, sampled);
+        self.record_protocol(t)
+    }
+
+    /// With `--tools python`: what was offered to the server and whether it refused; a refusal
+    /// is logged once, and stops the run under `--tool-protocol openai`.
+    fn record_protocol(&self, t: &mut Trace) -> Result<()> {
+        if self.cfg.tools.sandbox.is_none() {
+            return Ok(());
+        }
+        let offer = &self.res.offer;
+        let refused = offer.refused().map(str::to_string);
+        if let (ToolProtocol::Openai, Some(r)) = (offer.protocol, &refused) {
+            bail!(
+                "--tool-protocol openai: the server refused `tools` ({r}). Start vLLM with \
+                 --enable-auto-tool-choice --tool-call-parser <parser>, llama.cpp's llama-server \
+                 with --jinja, or use --tool-protocol auto (falls back to fenced blocks)"
+            );
+        }
+        if let Some(r) = offer.news() {
+            self.res.progress.log(&format!(
+                "tool calls: the server refused `tools` ({r}); falling back to fenced ```python \
+                 blocks for the rest of the run (vLLM needs --enable-auto-tool-choice \
+                 --tool-call-parser <parser>, llama.cpp --jinja)"
+            ));
+        }
+        t.tool_protocol = Some(trace::ToolProtocolInfo {
+            setting: offer.protocol.name().into(),
+            tools_sent: offer.tools().is_some(),
+            refused,
+        });
+        Ok(())
+    }
+
+    fn sample(&self, prep: &Prepared, deadline: Instant) -> Sampled {
+        let (s, tools) = (&self.cfg.sampling, &self.cfg.tools);
+        let mut sampling = s.params.clone();
+        if let Some(m) = prep.fit.max_tokens {
+            sampling.max_tokens = m;
+        }
+        let plan = SamplePlan {
+            sampling,
+            samples: s.samples,
+            concurrency: s.concurrency,
+            agreement: s.agreement,
+            answer_range: s.answer_range.clone(),
+            deadline,
+            tools: ToolPlan {
+                sandbox: tools.sandbox.clone(),
+                max_tool_calls: tools.max_tool_calls,
+                think_budget: tools.think_budget,
+                offer: self.res.offer.clone(),
+            },
+        };
+        sample::sample_problem(&self.res.client, &prep.messages, &plan)
+    }
+
+    fn record_vote(&self, t: &mut Trace, s: Sampled) {
+        let verdict = s.tally.verdict();
+        t.fallback = verdict.is_none();
+        t.answer = Some(verdict.map_or(self.cfg.sampling.fallback, |v| v.answer));
+        t.correct = t.expected.map(|e| Some(e) == t.answer);
+        let weighted = s.tally.weighted();
+        t.vote = s
+            .tally
+            .counts
+            .iter()
+            .map(|c| VoteEntry {
+                answer: c.answer,
+                votes: c.votes,
+                weight: weighted.then_some(c.weight),
+            })
+            .collect();
+        t.stopped = Some(s.stopped.to_string());
+        t.samples = s.traces;
+    }
+}
+
+/// Everything that changes this arm's answers (see [`trace::RunKey`]).
+fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
+    let index_manifest_sha256 = match (&cfg.retrieval.index, spec.k > 0) {
+        (Some(dir), true) => Some(crate::fsio::hash_file(&dir.join("manifest.json"))?.sha256),
+        _ => None,
+    };
+    let input_sha256 = match &cfg.input {
+        Input::File(path) => crate::fsio::hash_file(path)?.sha256,
+        Input::Serve => "stdin (--serve)".to_string(),
+        Input::Calls => "calls (Solver)".to_string(),
+    };
+    let (s, tools) = (&cfg.sampling, &cfg.tools);
+    Ok(RunKey {
+        input_sha256,
+        index_manifest_sha256,
+        rag: spec.clone(),
+        model: cfg.server.model.clone(),
+        system_sha256: s.system.as_deref().map(trace::text_sha256),
+        template_sha256: trace::text_sha256(&s.user_template),
+        sampling: s.params.clone(),
+        samples: s.samples,
+        agreement: s.agreement,
+        answer_range: format!("{}..{}", s.answer_range.start(), s.answer_range.end()),
+        fallback: s.fallback,
+        vote: vote::RULE.into(),
+        tools: tools.sandbox.as_ref().map(|sb| trace::ToolsKey {
+            tool: "python".into(),
+            python: sb.python.display().to_string(),
+            max_tool_calls: tools.max_tool_calls,
+            protocol: tools.protocol.name().into(),
+            output_chars: sb.output_chars,
+            timeout_seconds: sb.timeout.as_secs_f64(),
+            memory_mib: sb.memory_bytes >> 20,
+        }),
+        think_budget: tools.think_budget,
+    })
+}

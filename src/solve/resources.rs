@@ -1,0 +1,142 @@
+//! What a run loads once, before the first problem: the retriever (embedding model + index),
+//! the client, a launched server, the prompt budget and the sandbox report. Shared by every
+//! arm and problem of the run, in batch and one-at-a-time mode alike.
+
+use anyhow::{bail, Context, Result};
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::client::Client;
+use super::config::SolveConfig;
+use super::fit::PromptBudget;
+use super::launch::{self, ServerGuard};
+use super::retrieve::Retriever;
+use super::sandbox::{self, SandboxInfo};
+use super::tool_protocol::ToolOffer;
+use super::trace;
+use crate::progress::Progress;
+
+pub(super) struct Resources {
+    pub retriever: Option<Retriever>,
+    pub client: Client,
+    /// Stops a `--launch`ed server when the run ends.
+    _server: Option<ServerGuard>,
+    /// None in a dry run (nothing is asked of the server).
+    pub budget: Option<PromptBudget>,
+    pub sandbox: Option<SandboxInfo>,
+    /// Whether `tools` is offered, shared by every sample and arm of the run.
+    pub offer: Arc<ToolOffer>,
+    /// Seconds spent loading the retriever.
+    pub load_seconds: f64,
+    pub progress: Arc<dyn Progress>,
+}
+
+impl Resources {
+    pub fn load(cfg: &SolveConfig, progress: Arc<dyn Progress>) -> Result<Self> {
+        // The retriever first: a launched server may claim the whole GPU.
+        let start = Instant::now();
+        let retriever = open_retriever(cfg, progress.as_ref())?;
+        let load_seconds = start.elapsed().as_secs_f64();
+        let server = &cfg.server;
+        let client = Client::new(
+            &server.endpoint,
+            &server.model,
+            server.api_key.clone(),
+            server.retry.clone(),
+        );
+        let dry_run = cfg.output.dry_run;
+        let _server = match (&server.launch, dry_run) {
+            (Some(spec), false) => Some(launch::launch(spec, &client)?),
+            _ => None,
+        };
+        let budget = match dry_run {
+            true => None,
+            false => Some(PromptBudget::discover(
+                &client,
+                server.max_model_len,
+                server.solver_tokenizer.as_deref(),
+            )?),
+        };
+        let sandbox = probe_sandbox(cfg, progress.as_ref())?;
+        Ok(Self {
+            retriever,
+            client,
+            _server,
+            budget,
+            sandbox,
+            offer: ToolOffer::new(cfg.tools.protocol),
+            load_seconds,
+            progress,
+        })
+    }
+}
+
+/// `--force`: earlier traces are moved aside (never deleted) before anything is loaded.
+pub(super) fn set_aside_if_forced(cfg: &SolveConfig, progress: &dyn Progress) -> Result<()> {
+    let out = &cfg.output;
+    if out.force && !out.dry_run {
+        if let Some(aside) = trace::set_aside(&out.traces)? {
+            progress.log(&format!(
+                "--force: earlier traces moved to {}",
+                aside.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<Retriever>> {
+    let r = &cfg.retrieval;
+    match (&r.index, r.retrieves()) {
+        (Some(p), true) => {
+            let start = Instant::now();
+            let retriever = Retriever::open(p, r.embed_model.as_deref(), r.device)?;
+            progress.log(&format!(
+                "retriever: index {} and its embedding model loaded on {} in {:.1} s{}",
+                p.display(),
+                r.device,
+                start.elapsed().as_secs_f64(),
+                if cfg.server.launch.is_some() {
+                    ", before launching the server"
+                } else {
+                    ""
+                }
+            ));
+            Ok(Some(retriever))
+        }
+        (None, true) => bail!(
+            "--rag k={} needs --index (or use --rag k=0 for no retrieval)",
+            r.rag.k
+        ),
+        _ => Ok(None),
+    }
+}
+
+/// With `--tools python`: start one sandbox up front, so a missing interpreter fails the run
+/// at once, and say once what it has and what it isolates here.
+fn probe_sandbox(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<SandboxInfo>> {
+    let Some(sb) = cfg.tools.sandbox.as_ref().filter(|_| !cfg.output.dry_run) else {
+        return Ok(None);
+    };
+    let info = sandbox::probe(sb).context("--tools python")?;
+    let module = |name: &str, v: &Option<String>| match v {
+        Some(v) => format!("{name} {v}"),
+        None => format!("{name} NOT importable (code that imports it will fail)"),
+    };
+    let iso = &info.isolation;
+    progress.log(&format!(
+        "sandbox: python {} ({}), {}, {}\n  network: {}\n  filesystem: {}\n  processes: {}\n  \
+         memory: {}\n  time: {}\n  signals: {}",
+        info.python,
+        info.executable,
+        module("numpy", &info.numpy),
+        module("sympy", &info.sympy),
+        iso.network,
+        iso.filesystem,
+        iso.processes,
+        iso.memory,
+        iso.time,
+        iso.signals
+    ));
+    Ok(Some(info))
+}
