@@ -7,7 +7,7 @@ sentence-transformers side runs in the venv made by scripts/bench-venv.sh.
   python3 scripts/bench.py extract  # extraction pipeline vs the encoder alone over all MATH
                                     # problems, and peak RSS at 2,000 and 12,500 rows
 
-Figures go to stdout as a Markdown table, ready for the README. Run on an idle machine.
+Figures go to stdout as a Markdown table, ready for docs/benchmarks.md. Run on an idle machine.
 """
 import argparse
 import json

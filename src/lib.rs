@@ -1,5 +1,5 @@
 //! exemplar: embed solved math problems, index them, and retrieve few-shot examples for a
-//! reasoning model. One module per pipeline stage (see README.md, "Architecture"):
+//! reasoning model. One module per pipeline stage (see docs/architecture.md):
 //!
 //! - [`corpus`] reads records; [`encoder`] turns texts into vectors; [`extract`] writes a
 //!   corpus's vectors to Parquet shards; [`index`] builds and searches the HNSW index;

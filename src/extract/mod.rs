@@ -27,7 +27,7 @@ use shard::{shard_name, Row};
 
 /// Rows per pipeline chunk: one tokenisation call and one trip through the forward pass queue.
 /// Texts are length-sorted within a chunk, so bigger chunks pad less: over 12,500 MATH problems
-/// 256-row chunks ran at 0.86x the encoder alone, 1,024-row chunks at 0.98x (README, Benchmarks).
+/// 256-row chunks ran at 0.86x the encoder alone, 1,024-row chunks at 0.98x (docs/benchmarks.md).
 const MAX_CHUNK_ROWS: usize = 1024;
 
 #[derive(Debug, Clone)]

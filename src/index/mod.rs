@@ -47,7 +47,7 @@ use crate::fsio::FileDigest;
 pub const FORMAT: &str = "exemplar.index.v2";
 pub const DEFAULT_M: usize = 16;
 pub const DEFAULT_EF_CONSTRUCTION: usize = 200;
-/// Query-time candidate list. Measured (README, "Benchmarks"): recall@10 >= 0.99 from ef 16 on the
+/// Query-time candidate list. Measured (docs/benchmarks.md): recall@10 >= 0.99 from ef 16 on the
 /// MATH+AIME MiniLM index and >= 0.9986 at ef 32 on 100k-200k clustered synthetic sets; 64 keeps a
 /// margin at half the cost of 128.
 pub const DEFAULT_EF: usize = 64;
