@@ -104,24 +104,28 @@ fn print_estimate(e: &MemoryEstimate) -> Result<()> {
     writeln!(
         out,
         "largest batch:        {} x {} tokens",
-        e.batch_sequences, e.batch_length
+        e.batch.batch_sequences, e.batch.batch_length
     )?;
     writeln!(
         out,
         "  hidden states:      {} each",
-        size(e.hidden_state_bytes)
+        size(e.batch.hidden_state_bytes)
     )?;
     writeln!(
         out,
         "  MLP intermediate:   {} each",
-        size(e.mlp_intermediate_bytes)
+        size(e.batch.mlp_intermediate_bytes)
     )?;
     writeln!(
         out,
         "  attention scores:   {} per block (f32)",
-        size(e.attention_block_bytes)
+        size(e.batch.attention_block_bytes)
     )?;
-    writeln!(out, "  activations:        {}", size(e.activation_bytes))?;
+    writeln!(
+        out,
+        "  activations:        {}",
+        size(e.batch.activation_bytes)
+    )?;
     writeln!(out, "peak estimate:        {}", size(e.peak_bytes))?;
     writeln!(
         out,

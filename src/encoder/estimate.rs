@@ -32,6 +32,16 @@ pub struct MemoryEstimate {
     pub heads: usize,
     pub parameters: u64,
     pub weight_bytes: u64,
+    /// The batch that needs the most memory, and what it holds.
+    #[serde(flatten)]
+    pub batch: WorstBatch,
+    /// Weights plus activations.
+    pub peak_bytes: u64,
+}
+
+/// The batch that needs the most memory.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct WorstBatch {
     /// The batch that needs the most memory: this many sequences of this many tokens.
     pub batch_sequences: usize,
     pub batch_length: usize,
@@ -43,8 +53,6 @@ pub struct MemoryEstimate {
     pub attention_block_bytes: u64,
     /// The larger of the attention phase and the MLP phase of a layer.
     pub activation_bytes: u64,
-    /// Weights plus activations.
-    pub peak_bytes: u64,
 }
 
 /// The sizes the estimate needs, from config.json.
@@ -102,12 +110,7 @@ pub fn estimate_memory(model: &str, opts: &EncoderOptions) -> Result<MemoryEstim
         heads: shapes.heads,
         parameters: shapes.parameters,
         weight_bytes: shapes.parameters * dtype.size() as u64,
-        batch_sequences: 0,
-        batch_length: 0,
-        hidden_state_bytes: 0,
-        mlp_intermediate_bytes: 0,
-        attention_block_bytes: 0,
-        activation_bytes: 0,
+        batch: WorstBatch::default(),
         peak_bytes: 0,
     };
     worst_batch(&mut e, &shapes, &budget);
@@ -136,16 +139,18 @@ fn worst_batch(e: &mut MemoryEstimate, s: &Shapes, budget: &BatchBudget) {
         let attention_phase = 3 * hidden + 2 * qkv + live_scores;
         let mlp_phase = 2 * hidden + 3 * inter;
         let activations = attention_phase.max(mlp_phase);
-        if activations >= e.activation_bytes {
-            e.batch_sequences = n;
-            e.batch_length = len;
-            e.hidden_state_bytes = hidden;
-            e.mlp_intermediate_bytes = inter;
-            e.attention_block_bytes = scores;
-            e.activation_bytes = activations;
+        if activations >= e.batch.activation_bytes {
+            e.batch = WorstBatch {
+                batch_sequences: n,
+                batch_length: len,
+                hidden_state_bytes: hidden,
+                mlp_intermediate_bytes: inter,
+                attention_block_bytes: scores,
+                activation_bytes: activations,
+            };
         }
     }
-    e.peak_bytes = e.weight_bytes + e.activation_bytes;
+    e.peak_bytes = e.weight_bytes + e.batch.activation_bytes;
 }
 
 fn llama_shapes(config: &serde_json::Value) -> Result<Shapes> {

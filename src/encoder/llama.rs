@@ -1,18 +1,11 @@
-//! Llama-family embedding forward pass (plain Llama checkpoints and
-//! nvidia/llama-embed-nemotron-8b's `LlamaBidirectionalModel`).
-//!
-//! Written from candle-nn pieces because candle-transformers' `Llama` is a generation model:
-//! hard-wired causal mask, no padding mask, last-position logits only and a KV cache. An
-//! embedder needs the opposite: every hidden state, a padding mask, and optionally no causal
-//! triangle at all.
+//! The Llama family's config.json (plain Llama checkpoints and nvidia/llama-embed-nemotron-8b's
+//! `LlamaBidirectionalModel`), shared by both engines: what it declares, checked, and turned
+//! into the [`DecoderShape`] the engines' decoders are built from.
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Device, Module, Tensor};
-use candle_nn::{embedding, linear_b, rms_norm, Embedding, Linear, RmsNorm, VarBuilder};
 use serde::Deserialize;
 
-use super::attention::{blocked_attention, AttentionBlocks, Masks};
-use super::Attention;
+use super::decoder::DecoderShape;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct LlamaConfig {
@@ -137,199 +130,23 @@ impl LlamaConfig {
     }
 }
 
-struct Layer {
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
-    input_norm: RmsNorm,
-    post_attention_norm: RmsNorm,
-}
-
-pub struct LlamaEncoder {
-    cfg: LlamaConfig,
-    embed_tokens: Embedding,
-    layers: Vec<Layer>,
-    norm: RmsNorm,
-    /// RoPE inverse frequencies `[1, 1, head_dim / 2]`, f32, on the device.
-    inv_freq: Tensor,
-    blocks: AttentionBlocks,
-    dtype: DType,
-    device: Device,
-}
-
-/// What every layer of one forward pass shares: rotary tables, masks, shape.
-struct BatchContext {
-    /// `[batch, len, head_dim / 2]` in the model's dtype.
-    cos: Tensor,
-    sin: Tensor,
-    masks: Masks,
-    batch: usize,
-    len: usize,
-}
-
-impl LlamaEncoder {
-    pub fn load(vb: VarBuilder, cfg: LlamaConfig) -> Result<Self> {
-        cfg.validate()?;
-        // Checkpoints saved from `LlamaModel` have bare names; `LlamaForCausalLM` prefixes `model.`.
-        let vb = if vb.contains_tensor("model.embed_tokens.weight") {
-            vb.pp("model")
-        } else {
-            vb
-        };
-        let h = cfg.hidden_size;
-        let embed_tokens = embedding(cfg.vocab_size, h, vb.pp("embed_tokens"))?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&cfg, vb.pp(format!("layers.{i}"))))
-            .collect::<Result<Vec<_>>>()?;
-        let norm = rms_norm(h, cfg.rms_norm_eps, vb.pp("norm"))?;
-        let freqs = cfg.rope_inv_freq();
-        let inv_freq = Tensor::from_vec(freqs, (1, 1, cfg.head_dim() / 2), vb.device())?;
-        Ok(Self {
-            dtype: vb.dtype(),
-            device: vb.device().clone(),
-            cfg,
-            embed_tokens,
-            layers,
-            norm,
-            inv_freq,
-            blocks: AttentionBlocks::default(),
+impl LlamaConfig {
+    /// The decoder these settings describe (checked by [`LlamaConfig::validate`] first).
+    pub fn shape(&self) -> Result<DecoderShape> {
+        self.validate()?;
+        Ok(DecoderShape {
+            vocab_size: self.vocab_size,
+            hidden_size: self.hidden_size,
+            intermediate_size: self.intermediate_size,
+            layers: self.num_hidden_layers,
+            heads: self.num_attention_heads,
+            kv_heads: self.kv_heads(),
+            head_dim: self.head_dim(),
+            rms_norm_eps: self.rms_norm_eps,
+            inv_freq: self.rope_inv_freq(),
+            qkv_bias: self.attention_bias,
+            o_bias: self.attention_bias,
+            mlp_bias: self.mlp_bias,
         })
     }
-
-    pub fn hidden_size(&self) -> usize {
-        self.cfg.hidden_size
-    }
-
-    pub fn config(&self) -> &LlamaConfig {
-        &self.cfg
-    }
-
-    /// Query rows per attention block (see [`AttentionBlocks`]).
-    pub fn set_attention_blocks(&mut self, blocks: AttentionBlocks) {
-        self.blocks = blocks;
-    }
-
-    pub fn attention_blocks(&self) -> AttentionBlocks {
-        self.blocks
-    }
-
-    /// Final hidden states `[batch, len, hidden]` (after the last RMSNorm), in f32.
-    ///
-    /// `ids` and `mask` are row-major `[batch, len]`; `mask[i] = 1` marks a real token. Position
-    /// ids count real tokens only, so left and right padding give the same vectors.
-    pub fn forward(
-        &self,
-        ids: &[u32],
-        mask: &[u8],
-        batch: usize,
-        len: usize,
-        attention: Attention,
-    ) -> Result<Tensor> {
-        let dev = &self.device;
-        let input = Tensor::from_slice(ids, (batch, len), dev)?;
-        let mut x = self.embed_tokens.forward(&input)?;
-        let (cos, sin) = self.rope_tables(mask, batch, len)?;
-        let ctx = BatchContext {
-            cos,
-            sin,
-            masks: Masks::new(mask, batch, len, attention, dev)?,
-            batch,
-            len,
-        };
-        for layer in &self.layers {
-            // Reassigning one binding (rather than shadowing) frees each intermediate as soon as
-            // the next exists: at long lengths these are the largest tensors besides the scores.
-            let mut h = layer.input_norm.forward(&x)?;
-            h = self.attention(layer, &h, &ctx)?;
-            x = (x + h)?;
-            let mut h = layer.post_attention_norm.forward(&x)?;
-            h = layer.mlp(&h)?;
-            x = (x + h)?;
-        }
-        Ok(self.norm.forward(&x)?.to_dtype(DType::F32)?)
-    }
-
-    /// cos/sin tables `[batch, len, head_dim / 2]`, computed on the device from the position
-    /// ids (a `[batch, len]` u32 upload, like the token ids). The angle is an f32 product, as the
-    /// reference computes it, so long positions round alike.
-    fn rope_tables(&self, mask: &[u8], batch: usize, len: usize) -> Result<(Tensor, Tensor)> {
-        let positions = position_ids(mask, batch, len);
-        let angles = Tensor::from_vec(positions, (batch, len, 1), &self.device)?
-            .to_dtype(DType::F32)?
-            .broadcast_mul(&self.inv_freq)?;
-        let cos = angles.cos()?.to_dtype(self.dtype)?;
-        let sin = angles.sin()?.to_dtype(self.dtype)?;
-        Ok((cos, sin))
-    }
-
-    fn attention(&self, layer: &Layer, x: &Tensor, ctx: &BatchContext) -> Result<Tensor> {
-        let (nh, nkv, hd) = (
-            self.cfg.num_attention_heads,
-            self.cfg.kv_heads(),
-            self.cfg.head_dim(),
-        );
-        let (batch, len) = (ctx.batch, ctx.len);
-        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
-            Ok(proj
-                .forward(x)?
-                .reshape((batch, len, n, hd))?
-                .transpose(1, 2)?
-                .contiguous()?)
-        };
-        let q = candle_nn::rotary_emb::rope(&heads(&layer.q, nh)?, &ctx.cos, &ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads(&layer.k, nkv)?, &ctx.cos, &ctx.sin)?;
-        let v = heads(&layer.v, nkv)?;
-        // Scaling q (len x hidden values) is cheaper than scaling the scores (len x len).
-        let q = (q * (1.0 / (hd as f64).sqrt()))?;
-        let out = blocked_attention(&q, &k, &v, &ctx.masks, self.blocks)?
-            .transpose(1, 2)?
-            .reshape((batch, len, nh * hd))?;
-        Ok(layer.o.forward(&out)?)
-    }
-}
-
-impl Layer {
-    fn load(cfg: &LlamaConfig, l: VarBuilder) -> Result<Self> {
-        let (h, hd) = (cfg.hidden_size, cfg.head_dim());
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
-        let att = l.pp("self_attn");
-        let mlp = l.pp("mlp");
-        let (ab, mb) = (cfg.attention_bias, cfg.mlp_bias);
-        let inter = cfg.intermediate_size;
-        Ok(Self {
-            q: linear_b(h, nh * hd, ab, att.pp("q_proj"))?,
-            k: linear_b(h, nkv * hd, ab, att.pp("k_proj"))?,
-            v: linear_b(h, nkv * hd, ab, att.pp("v_proj"))?,
-            o: linear_b(nh * hd, h, ab, att.pp("o_proj"))?,
-            gate: linear_b(h, inter, mb, mlp.pp("gate_proj"))?,
-            up: linear_b(h, inter, mb, mlp.pp("up_proj"))?,
-            down: linear_b(inter, h, mb, mlp.pp("down_proj"))?,
-            input_norm: rms_norm(h, cfg.rms_norm_eps, l.pp("input_layernorm"))?,
-            post_attention_norm: rms_norm(h, cfg.rms_norm_eps, l.pp("post_attention_layernorm"))?,
-        })
-    }
-
-    /// SwiGLU MLP, holding at most three `[batch, len, intermediate]` tensors at a time.
-    fn mlp(&self, h: &Tensor) -> Result<Tensor> {
-        let gated = candle_nn::ops::silu(&self.gate.forward(h)?)?;
-        let product = (gated * self.up.forward(h)?)?;
-        Ok(self.down.forward(&product)?)
-    }
-}
-
-/// Position ids that count real tokens only: the number of real tokens before each position.
-fn position_ids(mask: &[u8], batch: usize, len: usize) -> Vec<u32> {
-    let mut out = vec![0u32; batch * len];
-    for b in 0..batch {
-        let mut pos = 0u32;
-        for t in 0..len {
-            out[b * len + t] = pos;
-            pos += u32::from(mask[b * len + t] != 0);
-        }
-    }
-    out
 }

@@ -7,8 +7,24 @@ use serde::Deserialize;
 use std::sync::Mutex;
 
 use super::ops::{self, QkvLayout};
-use super::{weights, Isa, Linear, Precision, Workspace};
-use crate::encoder::Pooling;
+use super::{weights, Engine, Linear, Precision, Workspace};
+use crate::encoder::backbone::{Backbone, Batch};
+use crate::encoder::{AttentionBlocks, Checkpoint, Recipe};
+
+/// A BERT checkpoint's encoder; `None` (candle runs it) for an f32 config this engine lacks.
+pub fn load(vb: VarBuilder, ck: &Checkpoint, engine: Engine) -> Result<Option<Box<dyn Backbone>>> {
+    let cfg: BertConfig = serde_json::from_value(ck.config.clone())
+        .with_context(|| format!("{}: not a BERT config", ck.files.config.display()))?;
+    match cfg.unsupported() {
+        None => Ok(Some(Box::new(Bert::load(vb, cfg, engine)?))),
+        Some(_) if engine.precision == Precision::F32 => Ok(None),
+        // candle has no bf16 / int8 CPU path worth running.
+        Some(why) => bail!(
+            "--dtype {} on the CPU: the CPU engine does not support {why}",
+            engine.precision.name()
+        ),
+    }
+}
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct BertConfig {
@@ -78,12 +94,12 @@ pub struct Bert {
     token_type: Vec<f32>,
     emb_norm: Norm,
     layers: Vec<Layer>,
-    isa: Isa,
+    engine: Engine,
     work: Mutex<Workspace>,
 }
 
 impl Bert {
-    pub fn load(vb: VarBuilder, cfg: BertConfig, precision: Precision, isa: Isa) -> Result<Self> {
+    pub fn load(vb: VarBuilder, cfg: BertConfig, engine: Engine) -> Result<Self> {
         if let Some(why) = cfg.unsupported() {
             bail!("the CPU engine does not support {why}");
         }
@@ -102,7 +118,7 @@ impl Bert {
         let e = vb.pp("embeddings");
         let emb_norm = Norm::load(&e.pp("LayerNorm"), h)?;
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&cfg, vb.pp(format!("encoder.layer.{i}")), precision, isa))
+            .map(|i| Layer::load(&cfg, vb.pp(format!("encoder.layer.{i}")), engine))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             word: weights(&e, "word_embeddings.weight", &[cfg.vocab_size, h])?,
@@ -118,30 +134,20 @@ impl Bert {
             )?,
             emb_norm,
             layers,
-            isa,
+            engine,
             work: Mutex::new(Workspace::default()),
             cfg,
         })
     }
 
-    pub fn hidden_size(&self) -> usize {
-        self.cfg.hidden_size
-    }
-
-    /// One pooled vector per text.
-    pub fn embed(
-        &self,
-        texts: &[&[u32]],
-        pooling: Pooling,
-        normalize: bool,
-    ) -> Result<Vec<Vec<f32>>> {
+    /// Final hidden states of the concatenated texts, `[tokens, h]`, in the workspace `w`.
+    fn forward<'w>(&self, texts: &[&[u32]], w: &'w mut Workspace) -> Result<&'w [f32]> {
         let (h, eps) = (self.cfg.hidden_size, self.cfg.layer_norm_eps as f32);
+        let isa = self.engine.isa;
         let spans = super::spans(texts);
         let t: usize = texts.iter().map(|s| s.len()).sum();
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        let w = &mut *w;
         let x = self.lookup(texts, &mut w.x)?;
-        ops::layer_norm(self.isa, x, &self.emb_norm.gamma, &self.emb_norm.beta, eps);
+        ops::layer_norm(isa, x, &self.emb_norm.gamma, &self.emb_norm.beta, eps);
         let lay = QkvLayout {
             stride: 3 * h,
             heads: self.cfg.num_attention_heads,
@@ -153,24 +159,18 @@ impl Bert {
             let qkv = Workspace::take(&mut w.qkv, t * 3 * h);
             l.qkv.forward(x, t, qkv);
             let ctx = Workspace::take(&mut w.ctx, t * h);
-            ops::attention(self.isa, qkv, lay, &spans, ctx);
+            ops::attention(isa, qkv, lay, &spans, ctx);
             let proj = Workspace::take(&mut w.proj, t * h);
             l.out.forward(ctx, t, proj);
-            ops::add_layer_norm(
-                self.isa,
-                proj,
-                x,
-                &l.attn_norm.gamma,
-                &l.attn_norm.beta,
-                eps,
-            );
+            let attn_norm = &l.attn_norm;
+            ops::add_layer_norm(isa, proj, x, &attn_norm.gamma, &attn_norm.beta, eps);
             let ffn = Workspace::take(&mut w.ffn, t * self.cfg.intermediate_size);
             l.up.forward(proj, t, ffn);
-            ops::gelu(self.isa, ffn);
+            ops::gelu(isa, ffn);
             l.down.forward(ffn, t, x);
-            ops::add_layer_norm(self.isa, x, proj, &l.ffn_norm.gamma, &l.ffn_norm.beta, eps);
+            ops::add_layer_norm(isa, x, proj, &l.ffn_norm.gamma, &l.ffn_norm.beta, eps);
         }
-        Ok(super::pool(x, h, texts, pooling, normalize))
+        Ok(x)
     }
 
     /// Word + position + token-type (0) embeddings into the workspace.
@@ -207,6 +207,35 @@ impl Bert {
     }
 }
 
+impl Backbone for Bert {
+    fn hidden_size(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    fn wants_padding(&self) -> bool {
+        false
+    }
+
+    /// At most 128 query rows of scores per thread (see `ops::attention`): not worth budgeting.
+    fn attention_blocks(&self) -> AttentionBlocks {
+        AttentionBlocks { rows: Some(1) }
+    }
+
+    /// Always bidirectional: the recipe refuses causal attention for BERT.
+    fn embed(&self, batch: &Batch, recipe: &Recipe) -> Result<Vec<Vec<f32>>> {
+        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let hidden = self.forward(&batch.texts, &mut w)?;
+        let h = self.cfg.hidden_size;
+        Ok(super::pool(
+            hidden,
+            h,
+            &batch.texts,
+            recipe.pooling,
+            recipe.normalize,
+        ))
+    }
+}
+
 impl Norm {
     fn load(vb: &VarBuilder, h: usize) -> Result<Self> {
         Ok(Self {
@@ -217,7 +246,7 @@ impl Norm {
 }
 
 impl Layer {
-    fn load(cfg: &BertConfig, l: VarBuilder, p: Precision, isa: Isa) -> Result<Self> {
+    fn load(cfg: &BertConfig, l: VarBuilder, engine: Engine) -> Result<Self> {
         let (h, inter) = (cfg.hidden_size, cfg.intermediate_size);
         let a = l.pp("attention");
         let s = a.pp("self");
@@ -227,17 +256,18 @@ impl Layer {
             w.extend(weights(&s, &format!("{name}.weight"), &[h, h])?);
             b.extend(weights(&s, &format!("{name}.bias"), &[h])?);
         }
-        let linear = |vb: &VarBuilder, n: usize, k: usize, p: Precision| -> Result<Linear> {
-            let w = weights(vb, "weight", &[n, k])?;
-            let b = weights(vb, "bias", &[n])?;
-            Linear::new(&w, (n, k), Some(&b), p, isa)
+        let tensors = |vb: &VarBuilder, n: usize, k: usize| -> Result<(Vec<f32>, Vec<f32>)> {
+            Ok((weights(vb, "weight", &[n, k])?, weights(vb, "bias", &[n])?))
         };
+        let (out_w, out_b) = tensors(&a.pp("output.dense"), h, h)?;
+        let (up_w, up_b) = tensors(&l.pp("intermediate.dense"), inter, h)?;
+        let (down_w, down_b) = tensors(&l.pp("output.dense"), h, inter)?;
         Ok(Self {
-            qkv: Linear::new(&w, (3 * h, h), Some(&b), p, isa)?,
-            out: linear(&a.pp("output.dense"), h, h, p)?,
+            qkv: engine.linear(&w, (3 * h, h), Some(&b))?,
+            out: engine.linear(&out_w, (h, h), Some(&out_b))?,
             attn_norm: Norm::load(&a.pp("output.LayerNorm"), h)?,
-            up: linear(&l.pp("intermediate.dense"), inter, h, p)?,
-            down: linear(&l.pp("output.dense"), h, inter, p.for_down_projection())?,
+            up: engine.linear(&up_w, (inter, h), Some(&up_b))?,
+            down: engine.down_linear(&down_w, (h, inter), Some(&down_b))?,
             ffn_norm: Norm::load(&l.pp("output.LayerNorm"), h)?,
         })
     }

@@ -1,14 +1,24 @@
-//! Llama-family embedder on the CPU engine: fused QKV and gate/up projections, rotary
-//! positions counted per text, unpadded causal or bidirectional attention, SwiGLU.
+//! Llama-family embedder on the CPU engine: a [`Decoder`] built from a [`DecoderShape`] (fused
+//! QKV and gate/up projections, rotary positions counted per text, unpadded causal or
+//! bidirectional attention, SwiGLU), which other families of the same build can reuse.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use candle_nn::VarBuilder;
 use std::sync::Mutex;
 
 use super::ops::{self, QkvLayout};
-use super::{weights, Isa, Linear, Precision, Workspace};
+use super::{weights, Engine, Linear, Workspace};
+use crate::encoder::backbone::{Backbone, Batch};
+use crate::encoder::decoder::DecoderShape;
 use crate::encoder::llama::LlamaConfig;
-use crate::encoder::{Attention, Pooling};
+use crate::encoder::{Attention, AttentionBlocks, Checkpoint, Recipe};
+
+/// A Llama checkpoint's decoder.
+pub fn load(vb: VarBuilder, ck: &Checkpoint, engine: Engine) -> Result<Option<Box<dyn Backbone>>> {
+    let cfg: LlamaConfig = serde_json::from_value(ck.config.clone())
+        .with_context(|| format!("{}: not a Llama config", ck.files.config.display()))?;
+    Ok(Some(Box::new(Decoder::load(vb, cfg.shape()?, engine)?)))
+}
 
 struct Layer {
     qkv: Linear,
@@ -19,76 +29,62 @@ struct Layer {
     post_norm: Vec<f32>,
 }
 
-pub struct Llama {
-    cfg: LlamaConfig,
+pub struct Decoder {
+    shape: DecoderShape,
     embed: Vec<f32>,
     layers: Vec<Layer>,
     norm: Vec<f32>,
-    inv_freq: Vec<f32>,
-    isa: Isa,
+    engine: Engine,
     work: Mutex<Workspace>,
 }
 
-impl Llama {
-    pub fn load(vb: VarBuilder, cfg: LlamaConfig, precision: Precision, isa: Isa) -> Result<Self> {
-        cfg.validate()?;
+impl Decoder {
+    pub fn load(vb: VarBuilder, shape: DecoderShape, engine: Engine) -> Result<Self> {
+        // Checkpoints saved from `LlamaModel` have bare names; `LlamaForCausalLM` prefixes `model.`.
         let vb = if vb.contains_tensor("model.embed_tokens.weight") {
             vb.pp("model")
         } else {
             vb
         };
-        let h = cfg.hidden_size;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(&cfg, vb.pp(format!("layers.{i}")), precision, isa))
+        let h = shape.hidden_size;
+        let layers = (0..shape.layers)
+            .map(|i| Layer::load(&shape, vb.pp(format!("layers.{i}")), engine))
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
-            embed: weights(&vb, "embed_tokens.weight", &[cfg.vocab_size, h])?,
+            embed: weights(&vb, "embed_tokens.weight", &[shape.vocab_size, h])?,
             norm: weights(&vb, "norm.weight", &[h])?,
-            inv_freq: cfg.rope_inv_freq(),
             layers,
-            isa,
+            engine,
             work: Mutex::new(Workspace::default()),
-            cfg,
+            shape,
         })
     }
 
-    pub fn hidden_size(&self) -> usize {
-        self.cfg.hidden_size
-    }
-
-    /// One pooled vector per text (from the hidden states after the last RMSNorm).
-    pub fn embed(
+    /// Final hidden states (after the last RMSNorm) of the concatenated texts, `[tokens, h]`,
+    /// in the workspace `w`.
+    fn forward<'w>(
         &self,
         texts: &[&[u32]],
         attention: Attention,
-        pooling: Pooling,
-        normalize: bool,
-    ) -> Result<Vec<Vec<f32>>> {
-        let c = &self.cfg;
-        let (h, hd, eps) = (c.hidden_size, c.head_dim(), c.rms_norm_eps as f32);
-        let (nh, nkv) = (c.num_attention_heads, c.kv_heads());
+        w: &'w mut Workspace,
+    ) -> Result<&'w [f32]> {
+        let s = &self.shape;
+        let (h, hd, eps) = (s.hidden_size, s.head_dim, s.rms_norm_eps as f32);
+        let isa = self.engine.isa;
         let spans = super::spans(texts);
         let t: usize = texts.iter().map(|s| s.len()).sum();
         let (cos, sin) = self.rope_tables(texts);
-        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
-        let w = &mut *w;
-        let x = Workspace::take(&mut w.x, t * h);
-        for (row, &id) in texts.iter().flat_map(|s| s.iter()).enumerate() {
-            if id as usize >= c.vocab_size {
-                bail!("token id {id} is outside the vocabulary ({})", c.vocab_size);
-            }
-            x[row * h..(row + 1) * h].copy_from_slice(&self.embed[id as usize * h..][..h]);
-        }
+        let x = self.lookup(texts, &mut w.x)?;
         let lay = QkvLayout {
-            stride: (nh + 2 * nkv) * hd,
-            heads: nh,
-            kv_heads: nkv,
+            stride: s.qkv_width(),
+            heads: s.heads,
+            kv_heads: s.kv_heads,
             head_dim: hd,
             causal: attention == Attention::Causal,
         };
         for l in &self.layers {
             let normed = Workspace::take(&mut w.proj, t * h);
-            ops::rms_norm(self.isa, x, normed, &l.input_norm, eps);
+            ops::rms_norm(isa, x, normed, &l.input_norm, eps);
             let qkv = Workspace::take(&mut w.qkv, t * lay.stride);
             l.qkv.forward(normed, t, qkv);
             for (row, chunk) in qkv.chunks_exact_mut(lay.stride).enumerate() {
@@ -96,37 +92,52 @@ impl Llama {
                     &cos[row * hd / 2..][..hd / 2],
                     &sin[row * hd / 2..][..hd / 2],
                 );
-                for head in chunk[..(nh + nkv) * hd].chunks_exact_mut(hd) {
+                for head in chunk[..(s.heads + s.kv_heads) * hd].chunks_exact_mut(hd) {
                     ops::rope(head, cs, sn);
                 }
             }
-            let ctx = Workspace::take(&mut w.ctx, t * nh * hd);
-            ops::attention(self.isa, qkv, lay, &spans, ctx);
+            let ctx = Workspace::take(&mut w.ctx, t * s.heads * hd);
+            ops::attention(isa, qkv, lay, &spans, ctx);
             l.o.forward(ctx, t, normed);
-            ops::add(self.isa, x, normed);
-            ops::rms_norm(self.isa, x, normed, &l.post_norm, eps);
-            let inter = c.intermediate_size;
+            ops::add(isa, x, normed);
+            ops::rms_norm(isa, x, normed, &l.post_norm, eps);
+            let inter = s.intermediate_size;
             let gu = Workspace::take(&mut w.ffn, t * 2 * inter);
             l.gate_up.forward(normed, t, gu);
             let act = Workspace::take(&mut w.act, t * inter);
-            ops::silu_mul(self.isa, gu, act, inter);
+            ops::silu_mul(isa, gu, act, inter);
             l.down.forward(act, t, normed);
-            ops::add(self.isa, x, normed);
+            ops::add(isa, x, normed);
         }
         let out = Workspace::take(&mut w.proj, t * h);
-        ops::rms_norm(self.isa, x, out, &self.norm, eps);
-        Ok(super::pool(out, h, texts, pooling, normalize))
+        ops::rms_norm(isa, x, out, &self.norm, eps);
+        Ok(out)
+    }
+
+    /// The texts' token embeddings, concatenated, into the workspace.
+    fn lookup<'a>(&self, texts: &[&[u32]], buf: &'a mut Vec<f32>) -> Result<&'a mut [f32]> {
+        let (h, vocab) = (self.shape.hidden_size, self.shape.vocab_size);
+        let t: usize = texts.iter().map(|s| s.len()).sum();
+        let x = Workspace::take(buf, t * h);
+        for (row, &id) in texts.iter().flat_map(|s| s.iter()).enumerate() {
+            if id as usize >= vocab {
+                bail!("token id {id} is outside the vocabulary ({vocab})");
+            }
+            x[row * h..(row + 1) * h].copy_from_slice(&self.embed[id as usize * h..][..h]);
+        }
+        Ok(x)
     }
 
     /// cos / sin `[tokens, head_dim / 2]`; positions count from 0 in each text, and the angle
     /// is an f32 product as the reference computes it.
     fn rope_tables(&self, texts: &[&[u32]]) -> (Vec<f32>, Vec<f32>) {
-        let half = self.inv_freq.len();
+        let inv_freq = &self.shape.inv_freq;
+        let half = inv_freq.len();
         let t: usize = texts.iter().map(|s| s.len()).sum();
         let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
         for s in texts {
             for pos in 0..s.len() {
-                for &f in &self.inv_freq {
+                for &f in inv_freq {
                     let a = pos as f32 * f;
                     cos.push(a.cos());
                     sin.push(a.sin());
@@ -137,10 +148,38 @@ impl Llama {
     }
 }
 
+impl Backbone for Decoder {
+    fn hidden_size(&self) -> usize {
+        self.shape.hidden_size
+    }
+
+    fn wants_padding(&self) -> bool {
+        false
+    }
+
+    /// At most 128 query rows of scores per thread (see `ops::attention`): not worth budgeting.
+    fn attention_blocks(&self) -> AttentionBlocks {
+        AttentionBlocks { rows: Some(1) }
+    }
+
+    fn embed(&self, batch: &Batch, recipe: &Recipe) -> Result<Vec<Vec<f32>>> {
+        let mut w = self.work.lock().unwrap_or_else(|e| e.into_inner());
+        let hidden = self.forward(&batch.texts, recipe.attention, &mut w)?;
+        let h = self.shape.hidden_size;
+        Ok(super::pool(
+            hidden,
+            h,
+            &batch.texts,
+            recipe.pooling,
+            recipe.normalize,
+        ))
+    }
+}
+
 impl Layer {
-    fn load(cfg: &LlamaConfig, l: VarBuilder, p: Precision, isa: Isa) -> Result<Self> {
-        let (h, hd, inter) = (cfg.hidden_size, cfg.head_dim(), cfg.intermediate_size);
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.kv_heads());
+    fn load(s: &DecoderShape, l: VarBuilder, engine: Engine) -> Result<Self> {
+        let (h, hd, inter) = (s.hidden_size, s.head_dim, s.intermediate_size);
+        let (nh, nkv) = (s.heads, s.kv_heads);
         let a = l.pp("self_attn");
         let m = l.pp("mlp");
         let qkv = [
@@ -148,29 +187,16 @@ impl Layer {
             ("k_proj", nkv * hd),
             ("v_proj", nkv * hd),
         ];
-        let (qkv_w, qkv_b) = stack(&a, &qkv, h, cfg.attention_bias)?;
-        let (gu_w, gu_b) = stack(
-            &m,
-            &[("gate_proj", inter), ("up_proj", inter)],
-            h,
-            cfg.mlp_bias,
-        )?;
-        let single_as = |vb: VarBuilder, n: usize, k: usize, bias: bool, p| -> Result<Linear> {
-            let (w, b) = stack(&vb, &[("", n)], k, bias)?;
-            Linear::new(&w, (n, k), b.as_deref(), p, isa)
-        };
-        let single = |vb, n, k, bias| single_as(vb, n, k, bias, p);
+        let (qkv_w, qkv_b) = stack(&a, &qkv, h, s.qkv_bias)?;
+        let gate_up = [("gate_proj", inter), ("up_proj", inter)];
+        let (gu_w, gu_b) = stack(&m, &gate_up, h, s.mlp_bias)?;
+        let (o_w, o_b) = stack(&a.pp("o_proj"), &[("", h)], nh * hd, s.o_bias)?;
+        let (d_w, d_b) = stack(&m.pp("down_proj"), &[("", h)], inter, s.mlp_bias)?;
         Ok(Self {
-            qkv: Linear::new(&qkv_w, ((nh + 2 * nkv) * hd, h), qkv_b.as_deref(), p, isa)?,
-            o: single(a.pp("o_proj"), h, nh * hd, cfg.attention_bias)?,
-            gate_up: Linear::new(&gu_w, (2 * inter, h), gu_b.as_deref(), p, isa)?,
-            down: single_as(
-                m.pp("down_proj"),
-                h,
-                inter,
-                cfg.mlp_bias,
-                p.for_down_projection(),
-            )?,
+            qkv: engine.linear(&qkv_w, (s.qkv_width(), h), qkv_b.as_deref())?,
+            o: engine.linear(&o_w, (h, nh * hd), o_b.as_deref())?,
+            gate_up: engine.linear(&gu_w, (2 * inter, h), gu_b.as_deref())?,
+            down: engine.down_linear(&d_w, (h, inter), d_b.as_deref())?,
             input_norm: weights(&l, "input_layernorm.weight", &[h])?,
             post_norm: weights(&l, "post_attention_layernorm.weight", &[h])?,
         })

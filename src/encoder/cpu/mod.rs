@@ -11,25 +11,32 @@
 
 #[macro_use]
 mod simd {
-    /// Define `pub fn name(isa, args)` that runs the body compiled for AVX-512, AVX2 or baseline.
+    /// Define `pub fn name(isa, args)` that runs the body compiled for AVX-512, AVX2 or baseline
+    /// (on targets other than x86-64, baseline only).
     macro_rules! simd_fn {
     ($(#[$m:meta])* pub fn $name:ident($($arg:ident : $ty:ty),* $(,)?) $body:block) => {
         $(#[$m])*
         pub fn $name(isa: Isa, $($arg: $ty),*) {
             #[inline(always)]
             fn generic($($arg: $ty),*) $body
+            /// # Safety
+            /// The CPU has the enabled features.
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma")]
             unsafe fn avx512($($arg: $ty),*) { generic($($arg),*) }
+            /// # Safety
+            /// The CPU has the enabled features.
             #[cfg(target_arch = "x86_64")]
             #[target_feature(enable = "avx2,fma")]
             unsafe fn avx2($($arg: $ty),*) { generic($($arg),*) }
             match isa {
-                // SAFETY: `isa` was detected on this CPU (see `Isa::detect`).
+                // SAFETY: an `Isa` above portable comes from `Isa::detect` on this CPU (and
+                // `Linear::new` refuses one the CPU lacks), so its features are there.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx512 => unsafe { avx512($($arg),*) },
+                Isa::Avx512 if isa <= Isa::best() => unsafe { avx512($($arg),*) },
+                // SAFETY: as above.
                 #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { avx2($($arg),*) },
+                Isa::Avx2 if isa <= Isa::best() => unsafe { avx2($($arg),*) },
                 _ => generic($($arg),*),
             }
         }
@@ -38,147 +45,74 @@ mod simd {
 }
 
 pub mod bert;
+mod isa;
 mod kernels;
 pub mod linear;
 pub mod llama;
 pub mod ops;
 
-use anyhow::{bail, Result};
-use std::sync::OnceLock;
+use anyhow::{Context, Result};
+use candle_nn::VarBuilder;
 
+pub use isa::{Isa, Precision, ISA_ENV};
 pub use linear::Linear;
 
-/// Environment variable that caps the instruction set the CPU kernels use: `avx2` or
-/// `portable` (for tests and comparisons; it never raises what the CPU has).
-pub const ISA_ENV: &str = "EXEMPLAR_CPU_ISA";
+use super::backbone::Backbone;
+use super::{Architecture, Checkpoint, DType, EncoderOptions};
+
 /// Environment variable that selects candle's CPU backend instead of this engine (`candle`).
 pub const ENGINE_ENV: &str = "EXEMPLAR_CPU_ENGINE";
 
-/// The instruction set the kernels run with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Isa {
-    Portable,
-    Avx2,
-    Avx512,
+/// The CPU engine for f32, bf16 and int8 on the CPU (unless [`ENGINE_ENV`] asks for candle, or
+/// the config uses something the engine lacks); `None` means candle runs it.
+pub fn load(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Option<Box<dyn Backbone>>> {
+    let precision = match ck.dtype(opts) {
+        DType::F32 => Precision::F32,
+        DType::BF16 => Precision::BF16,
+        DType::Int8 => Precision::Int8,
+        DType::F16 => return Ok(None),
+    };
+    let candle = std::env::var(ENGINE_ENV).is_ok_and(|v| v == "candle");
+    if !opts.device.is_cpu() || (candle && precision == Precision::F32) {
+        return Ok(None);
+    }
+    let isa = Isa::detect()?;
+    precision.check(isa)?;
+    // SAFETY: the weight files are mapped read-only and exemplar never writes them; like every
+    // safetensors reader, this assumes no other process truncates them while they are read
+    // (the engine copies every tensor out before returning).
+    let vb = unsafe {
+        VarBuilder::from_mmaped_safetensors(
+            &ck.files.weights,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+    }
+    .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
+    let engine = Engine { precision, isa };
+    let backbone = match ck.architecture {
+        Architecture::Llama => llama::load(vb, ck, engine),
+        Architecture::Bert => bert::load(vb, ck, engine),
+    };
+    backbone.with_context(|| format!("loading weights from {}", ck.dir.display()))
 }
 
-impl Isa {
-    /// The best the CPU offers (AVX-512F, else AVX2 + FMA), capped by [`ISA_ENV`].
-    pub fn detect() -> Result<Isa> {
-        let cap = match std::env::var(ISA_ENV) {
-            Ok(v) => Some(v.parse::<Isa>()?),
-            Err(_) => None,
-        };
-        let best = Self::best();
-        Ok(cap.map_or(best, |c| c.min(best)))
-    }
-
-    fn best() -> Isa {
-        static BEST: OnceLock<Isa> = OnceLock::new();
-        *BEST.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if is_x86_feature_detected!("avx512f") {
-                    return Isa::Avx512;
-                }
-                if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-                    return Isa::Avx2;
-                }
-            }
-            Isa::Portable
-        })
-    }
+/// What every CPU backbone is built for.
+#[derive(Debug, Clone, Copy)]
+pub struct Engine {
+    pub precision: Precision,
+    pub isa: Isa,
 }
 
-impl std::str::FromStr for Isa {
-    type Err = anyhow::Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s.trim() {
-            "avx512" => Ok(Isa::Avx512),
-            "avx2" => Ok(Isa::Avx2),
-            "portable" => Ok(Isa::Portable),
-            other => bail!("{ISA_ENV}={other:?}: expected avx512, avx2 or portable"),
-        }
-    }
-}
-
-/// Matmul precision of the CPU engine. Everything else (norms, softmax, attention, pooling)
-/// stays f32, and every matmul accumulates in f32 (int8: exact i32 sums, then scaled).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Precision {
-    F32,
-    /// Weights and activations rounded to bf16, products summed in f32 (AVX512_BF16).
-    BF16,
-    /// Weights int8 per output channel, activations int8 per row, quantised on the fly
-    /// (AVX512_VNNI).
-    Int8,
-}
-
-impl Precision {
-    /// k values packed together per column: what one dot-product instruction consumes.
-    fn k_unit(self) -> usize {
-        match self {
-            Precision::F32 => 1,
-            Precision::BF16 => 2,
-            Precision::Int8 => 4,
-        }
+impl Engine {
+    /// A linear layer `[n, k]` (PyTorch's layout) at the engine's precision.
+    fn linear(&self, w: &[f32], nk: (usize, usize), bias: Option<&[f32]>) -> Result<Linear> {
+        Linear::new(w, nk, bias, self.precision, self.isa)
     }
 
-    /// The precision of the projection that reads the MLP's activation (BERT's `output.dense`,
-    /// Llama's `down_proj`): int8 runs it in bf16, because those inputs are heavy-tailed and
-    /// per-row int8 loses them (measured on all-MiniLM-L6-v2, 500 MATH problems: min cosine to
-    /// f32 0.9983 all-int8, 0.9989 with this one in bf16; smoothing by LayerNorm ranges gave
-    /// nothing).
-    pub fn for_down_projection(self) -> Precision {
-        match self {
-            Precision::Int8 => Precision::BF16,
-            p => p,
-        }
-    }
-
-    /// Low precision is only worth it with its instructions: refuse instead of running a slow
-    /// emulation. The portable ISA (tests) runs the reference kernels.
-    pub fn check(self, isa: Isa) -> Result<()> {
-        // int8 also runs the MLP's down projection in bf16 (see `for_down_projection`).
-        let needs: &[&str] = match self {
-            Precision::F32 => return Ok(()),
-            Precision::BF16 => &["avx512bf16"],
-            Precision::Int8 => &["avx512vnni", "avx512bf16"],
-        };
-        let name = if self == Precision::BF16 {
-            "bf16"
-        } else {
-            "int8"
-        };
-        match isa {
-            Isa::Portable => Ok(()),
-            Isa::Avx2 => bail!(
-                "--dtype {name} on the CPU needs AVX-512 ({}); this CPU (or {ISA_ENV}) allows AVX2 only",
-                needs.join(", ")
-            ),
-            Isa::Avx512 => match needs.iter().find(|f| !has_feature(f)) {
-                None => Ok(()),
-                Some(f) => bail!(
-                    "--dtype {name} on the CPU needs the {f} instructions, which this CPU lacks; use --dtype f32"
-                ),
-            },
-        }
-    }
-}
-
-fn has_feature(name: &str) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        match name {
-            "avx512bf16" => is_x86_feature_detected!("avx512bf16"),
-            "avx512vnni" => is_x86_feature_detected!("avx512vnni"),
-            _ => false,
-        }
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = name;
-        false
+    /// The MLP's down projection (see [`Precision::for_down_projection`]).
+    fn down_linear(&self, w: &[f32], nk: (usize, usize), bias: Option<&[f32]>) -> Result<Linear> {
+        Linear::new(w, nk, bias, self.precision.for_down_projection(), self.isa)
     }
 }
 

@@ -257,9 +257,12 @@ pub fn attention(isa: Isa, qkv: &[f32], lay: QkvLayout, spans: &[(usize, usize)]
         .par_iter()
         .for_each_init(Scratch::default, |scratch, &(s, h)| {
             let (start, len) = spans[s];
-            // SAFETY: this (text, head) writes only its rows' `head_dim` columns of head `h`.
-            let dst = unsafe { out_ptr.get().add(start * width + h * lay.head_dim) };
-            head_attention(isa, qkv, lay, (start, len, h), scratch, (dst, width));
+            // SAFETY: `out` holds every token's `width` values (asserted above), and this
+            // (text, head) alone writes its rows' `head_dim` columns of head `h`.
+            unsafe {
+                let dst = out_ptr.get().add(start * width + h * lay.head_dim);
+                head_attention(isa, qkv, lay, (start, len, h), scratch, (dst, width));
+            }
         });
 }
 
@@ -271,7 +274,10 @@ impl SyncPtr {
     }
 }
 
+// SAFETY: the pointer is only used by `attention`'s tasks, each writing its own disjoint
+// (text, head) block of an output slice that outlives them.
 unsafe impl Sync for SyncPtr {}
+// SAFETY: as for `Sync`.
 unsafe impl Send for SyncPtr {}
 
 #[derive(Default)]
@@ -282,7 +288,11 @@ struct Scratch {
 }
 
 /// One head of one text (`at` = first row, length, head), written to `dst` (rows `ld` apart).
-fn head_attention(
+///
+/// # Safety
+/// `dst` is writable for `len` rows of `head_dim` values, `ld` apart, and no one else touches
+/// them meanwhile.
+unsafe fn head_attention(
     isa: Isa,
     qkv: &[f32],
     lay: QkvLayout,
@@ -301,7 +311,7 @@ fn head_attention(
         let rows = QUERY_BLOCK.min(len - i0);
         s.scores.resize(rows * len, 0.0);
         let q = &qkv[(start + i0) * lay.stride + lay.q(h)..];
-        // SAFETY: `scores` holds rows x len; `dst` rows belong to this task (see `attention`).
+        // SAFETY: `scores` holds rows x len values.
         unsafe {
             s.keys
                 .product(isa, q, lay.stride, rows, s.scores.as_mut_ptr(), len);
@@ -311,6 +321,7 @@ fn head_attention(
             scaled_softmax(isa, &mut row[..keys], scale);
             row[keys..].fill(0.0);
         }
+        // SAFETY: rows i0..i0 + rows < len of `dst` are this task's (the function's contract).
         unsafe {
             s.values
                 .product(isa, &s.scores, len, rows, dst.add(i0 * ld), ld);

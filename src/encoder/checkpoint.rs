@@ -1,0 +1,147 @@
+//! A checkpoint before its weights are loaded: where its files are, its architecture, recipe and
+//! identity (fingerprint), and what a manifest records about it.
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::Path;
+
+use super::recipe::{self, Architecture, Recipe, RecipeOverrides};
+use super::source::{self, ModelFiles};
+use super::{resolve_dtype, DType, Device, EncoderOptions};
+
+/// What `embed info` prints and what every manifest records about the model.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelInfo {
+    pub model: String,
+    pub path: String,
+    pub fingerprint: String,
+    pub dim: usize,
+    pub vocab_size: usize,
+    pub dtype: DType,
+    pub device: Device,
+    #[serde(flatten)]
+    pub recipe: Recipe,
+}
+
+/// What a checkpoint says about itself, read without touching the weights: enough to write or
+/// check a manifest (fingerprint, recipe, dim) before paying for a model load.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    /// As given (folder or hub id).
+    pub model: String,
+    pub dir: std::path::PathBuf,
+    pub files: ModelFiles,
+    pub config: serde_json::Value,
+    pub architecture: Architecture,
+    pub recipe: Recipe,
+    pub fingerprint: String,
+    pub dim: usize,
+    pub vocab_size: usize,
+}
+
+impl Checkpoint {
+    /// Locate a model folder (see [`source::resolve_model_dir`]) and resolve its recipe.
+    pub fn open(model: &str, overrides: &RecipeOverrides) -> Result<Self> {
+        Self::open_checked(model, overrides, |_| Ok(()))
+    }
+
+    /// Like [`Checkpoint::open`], but `check` sees the fingerprint first, before anything else
+    /// is read: a manifest refuses another model by its identity, not by a confusing recipe error.
+    pub fn open_checked(
+        model: &str,
+        overrides: &RecipeOverrides,
+        check: impl FnOnce(&str) -> Result<()>,
+    ) -> Result<Self> {
+        let dir = source::resolve_model_dir(model)?;
+        let files = source::locate_files(&dir)?;
+        let fingerprint = fingerprint(&files)?;
+        check(&fingerprint)?;
+        let config = recipe::read_json(&files.config)?;
+        let architecture = recipe::detect_architecture(&files.config, &config)?;
+        let recipe = recipe::resolve_recipe(&files, &config, architecture, overrides)?;
+        let number = |key: &str| -> Result<usize> {
+            config
+                .get(key)
+                .and_then(|v| v.as_u64())
+                .map(|v| v as usize)
+                .with_context(|| format!("{}: missing \"{key}\"", files.config.display()))
+        };
+        Ok(Self {
+            model: model.to_string(),
+            fingerprint,
+            dim: number("hidden_size")?,
+            vocab_size: number("vocab_size")?,
+            dir,
+            files,
+            config,
+            architecture,
+            recipe,
+        })
+    }
+
+    /// The model description a manifest records for these options (the dtype resolved).
+    pub fn info(&self, opts: &EncoderOptions) -> ModelInfo {
+        ModelInfo {
+            model: self.model.clone(),
+            path: self.dir.display().to_string(),
+            fingerprint: self.fingerprint.clone(),
+            dim: self.dim,
+            vocab_size: self.vocab_size,
+            dtype: self.dtype(opts),
+            device: opts.device,
+            recipe: self.recipe.clone(),
+        }
+    }
+
+    /// The precision these options run this checkpoint in (see [`resolve_dtype`]).
+    pub fn dtype(&self, opts: &EncoderOptions) -> DType {
+        resolve_dtype(opts.dtype, opts.device, &self.config)
+    }
+
+    /// Query heads per layer, from config.json.
+    pub fn heads(&self) -> usize {
+        self.config
+            .get("num_attention_heads")
+            .and_then(|v| v.as_u64())
+            .map_or(1, |v| v as usize)
+    }
+}
+
+/// A cheap identity for a checkpoint: config and tokenizer in full, plus each weight file's
+/// size, safetensors header and 16 evenly spaced 64 KiB samples. Hashing all 16 GB of an 8B
+/// model on every run would cost more than it protects.
+pub fn fingerprint(files: &ModelFiles) -> Result<String> {
+    let mut h = Sha256::new();
+    for p in [&files.config, &files.tokenizer] {
+        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    }
+    for p in &files.weights {
+        hash_sampled(&mut h, p)?;
+    }
+    Ok(format!("sha256:{:x}", h.finalize())[..23].to_string())
+}
+
+fn hash_sampled(h: &mut Sha256, path: &Path) -> Result<()> {
+    const CHUNK: u64 = 64 * 1024;
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let size = f.metadata()?.len();
+    h.update(size.to_le_bytes());
+    let mut header_len = [0u8; 8];
+    f.read_exact(&mut header_len)
+        .with_context(|| format!("{}: not a safetensors file", path.display()))?;
+    let header_len = u64::from_le_bytes(header_len).min(size);
+    let mut buf = vec![0u8; header_len.min(100 << 20) as usize];
+    f.read_exact(&mut buf)
+        .with_context(|| format!("{}: truncated safetensors header", path.display()))?;
+    h.update(&buf);
+    let mut chunk = vec![0u8; CHUNK as usize];
+    for i in 0..16u64 {
+        let at = size.saturating_sub(CHUNK) * i / 15;
+        f.seek(SeekFrom::Start(at))?;
+        let n = f.read(&mut chunk)?;
+        h.update(&chunk[..n]);
+    }
+    Ok(())
+}
