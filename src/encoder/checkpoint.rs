@@ -119,21 +119,37 @@ impl Checkpoint {
 }
 
 /// A cheap identity for a checkpoint: config and tokenizer in full, plus each weight file's
-/// size, safetensors header and 16 evenly spaced 64 KiB samples, and the settings exemplar
-/// resolved from config.json (so vectors made from a misread config are not mixed with ones
-/// made from the right reading). Hashing all 16 GB of an 8B model on every run would cost more
-/// than it protects.
+/// size, safetensors header and 16 evenly spaced 64 KiB samples. Hashing all 16 GB of an 8B
+/// model on every run would cost more than it protects.
+///
+/// A config in the transformers 5 layout (`rope_parameters`) also hashes the settings exemplar
+/// resolved from it: versions before the one config reader read that layout wrongly (theta
+/// 10,000, no scaling) under the same file hash, and their vectors must not be mixed with right
+/// ones. A config in the older layout was always read right, so its identity stays what it was
+/// and extractions and indexes made before keep working.
 pub fn fingerprint(files: &ModelFiles, settings: &ModelConfig) -> Result<String> {
+    let config = std::fs::read(&files.config)
+        .with_context(|| format!("reading {}", files.config.display()))?;
     let mut h = Sha256::new();
-    h.update(b"exemplar resolved config v1\0");
-    h.update(serde_json::to_vec(settings)?);
-    for p in [&files.config, &files.tokenizer] {
-        h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
+    if has_rope_parameters(&config) {
+        h.update(b"exemplar resolved config v1\0");
+        h.update(serde_json::to_vec(settings)?);
     }
+    h.update(&config);
+    let tokenizer = std::fs::read(&files.tokenizer)
+        .with_context(|| format!("reading {}", files.tokenizer.display()))?;
+    h.update(tokenizer);
     for p in &files.weights {
         hash_sampled(&mut h, p)?;
     }
     Ok(format!("sha256:{:x}", h.finalize())[..23].to_string())
+}
+
+/// Whether config.json has a top-level `rope_parameters` (the transformers 5 layout).
+fn has_rope_parameters(config: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(config)
+        .ok()
+        .is_some_and(|v| v.get("rope_parameters").is_some())
 }
 
 fn hash_sampled(h: &mut Sha256, path: &Path) -> Result<()> {

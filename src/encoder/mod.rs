@@ -38,8 +38,8 @@ pub use source::ModelFiles;
 /// 2,000 MATH problems, the CPU engine: 1024 tokens 89 texts/s, 2048 88, 4096 91, 8192 93-95,
 /// 16384 94 (peak RSS 263 MB at 2048, 289 MB at 8192, 414 MB at 16384). candle's backend
 /// preferred 1024-2048 (64-72 texts/s; 42-53 at 8192, as its intermediates outgrow the caches):
-/// `EXEMPLAR_CPU_ENGINE=candle` runs should pass `--max-batch-tokens 2048`. See README,
-/// "Benchmarks".
+/// `EXEMPLAR_CPU_ENGINE=candle` runs should pass `--max-batch-tokens 2048`. See
+/// docs/benchmarks.md.
 pub const DEFAULT_MAX_BATCH_TOKENS_CPU: usize = 8192;
 /// On a GPU bigger batches keep the device busy.
 pub const DEFAULT_MAX_BATCH_TOKENS_GPU: usize = 16384;

@@ -277,10 +277,12 @@ fn every_field_of_the_supported_configs_is_listed() {
 }
 
 #[test]
-fn the_fingerprint_covers_the_resolved_settings() {
+fn the_fingerprint_covers_the_settings_resolved_from_rope_parameters() {
     let dir = fixture("tests/fixtures/tiny-llama-embed");
-    let files = crate::encoder::source::locate_files(&dir).unwrap();
-    let right = llama(&tiny_llama_config()).unwrap();
+    let t5 = rewritten(&dir, &transformers5(&tiny_llama_config()));
+    let files = crate::encoder::source::locate_files(t5.path()).unwrap();
+    let right = llama(&transformers5(&tiny_llama_config())).unwrap();
+    // What readers before `rope_parameters` was known made of the same file.
     let mut misread = right.clone();
     misread.rope = Some(Rope {
         rope_type: RopeType::Default,
@@ -292,6 +294,20 @@ fn the_fingerprint_covers_the_resolved_settings() {
     assert_ne!(
         fingerprint(&files, &right).unwrap(),
         fingerprint(&files, &misread).unwrap()
+    );
+}
+
+/// A config in the older layout keeps the identity it had before the settings were hashed
+/// (the value exemplar gave the tiny fixture then), so extractions and indexes made before
+/// stay usable.
+#[test]
+fn a_config_in_the_older_layout_keeps_its_fingerprint() {
+    let dir = fixture("tests/fixtures/tiny-llama-embed");
+    let files = crate::encoder::source::locate_files(&dir).unwrap();
+    let settings = llama(&tiny_llama_config()).unwrap();
+    assert_eq!(
+        fingerprint(&files, &settings).unwrap(),
+        "sha256:430f55b1b80682b6"
     );
 }
 

@@ -1,27 +1,15 @@
 //! config.json in both layouts (transformers 5's `rope_parameters` / `dtype`, and the older
 //! `rope_theta` + `rope_scaling` / `torch_dtype`) through the `embed` binary: the same vectors,
-//! the resolved settings in `embed info`, and refusals that name the field. Self-contained; the
-//! config-level cases are unit tests in src/encoder/config/tests.rs.
+//! the resolved settings in `embed info`, and refusals that name the field. The config-level
+//! cases are unit tests in src/encoder/config/tests.rs.
 
+use crate::util::{embed_cmd, read_json, tiny_llama};
 use serde_json::{json, Map, Value};
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
-fn tiny_llama() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-llama-embed")
-}
-
-fn read_json(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
-}
+use std::path::Path;
 
 /// `embed ARGS`: success, stdout, stderr.
 fn embed(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_embed"))
-        .args(args)
-        .env_remove("EXEMPLAR_MODEL")
-        .output()
-        .unwrap();
+    let out = embed_cmd(args).output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
