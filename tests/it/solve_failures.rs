@@ -121,7 +121,7 @@ fn problems_without_a_reply_fail_and_a_rerun_retries_exactly_them() {
     let (_, err) = text(&o);
     assert!(!o.status.success(), "a failed problem fails the run: {err}");
     assert!(
-        err.contains("2 of 3 problems got no reply from the server: HTTP 503"),
+        err.contains("2 of 3 problems got no reply from the server: p2: HTTP 503"),
         "{err}"
     );
     // The submission still has a row per id.
@@ -240,10 +240,13 @@ fn values_that_cannot_work_are_refused_before_any_request() {
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (vec!["--rag", "k=2,min-score=1.5"], "min-score"),
         (vec!["--rag", "k=2,exclude-above=-3"], "exclude-above"),
-        (vec!["--compare-rag", "k=0,min-score=NaN"], "min-score"),
+        (
+            vec!["--rag", "k=0", "--compare-rag", "k=0,min-score=NaN"],
+            "min-score",
+        ),
     ];
     for (args, want) in cases {
-        let mut all = vec!["--input", input, "--rag", "k=0"];
+        let mut all = vec!["--input", input];
         all.extend(args);
         let o = solve(tmp.path(), &server.url, &all);
         let (_, err) = text(&o);
@@ -404,7 +407,7 @@ fn problem_and_id_fields_are_found_as_extract_finds_them() {
     // Nothing that looks like a problem: the fields found are listed.
     let input = write_lines(
         tmp.path().join("odd.jsonl"),
-        &[r#"{"id": "a", "body": "x", "label": 3}"#.to_string()],
+        &[r#"{"id": "a", "body": "Problem number 4: ?", "label": 3}"#.to_string()],
     );
     let o = solve(
         tmp.path(),
@@ -434,6 +437,7 @@ fn problem_and_id_fields_are_found_as_extract_finds_them() {
         ],
     );
     ok(&o);
+    assert_eq!(submission(tmp.path()), vec![("a".into(), 44)]);
 }
 
 /// Retrieved examples dropped by the prompt fitting are said per problem and counted.
