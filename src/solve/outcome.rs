@@ -177,3 +177,66 @@ pub fn all_dropped_advice(o: &Outcomes, max_tokens: usize) -> String {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::solve::trace::SampleTrace;
+
+    fn trace(samples: Vec<SampleTrace>) -> Trace {
+        Trace {
+            samples,
+            ..Default::default()
+        }
+    }
+
+    fn failed_sample(errors: &[&str]) -> SampleTrace {
+        SampleTrace {
+            errors: errors.iter().map(|e| e.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn statuses_tell_the_server_from_the_model_and_the_clock() {
+        let answered = SampleTrace {
+            text: Some("\\boxed{3}".into()),
+            answer: Some(3),
+            ..Default::default()
+        };
+        let no_box = SampleTrace {
+            text: Some("no idea".into()),
+            rejected: Some("no \\boxed{}".into()),
+            ..Default::default()
+        };
+        let refused = failed_sample(&["request failed: connection refused", "HTTP 503: down"]);
+        let overflow = failed_sample(&["context length exceeded: HTTP 400: too long"]);
+        let cases = [
+            (vec![refused.clone(), answered], Status::Answered),
+            (vec![refused.clone(), no_box], Status::Fallback),
+            (vec![overflow], Status::Fallback),
+            (
+                vec![refused.clone(), failed_sample(&[DEADLINE])],
+                Status::Failed,
+            ),
+            (vec![failed_sample(&[DEADLINE])], Status::OutOfTime),
+            (vec![], Status::OutOfTime),
+        ];
+        for (samples, want) in cases {
+            let t = trace(samples);
+            assert_eq!(classify(&t).0, want, "{t:?}");
+        }
+        let (_, why) = classify(&trace(vec![refused]));
+        assert_eq!(why.as_deref(), Some("request failed: connection refused"));
+    }
+
+    #[test]
+    fn a_stored_status_is_kept_and_only_failed_ones_are_redone() {
+        let mut t = trace(vec![failed_sample(&["HTTP 500: x"])]);
+        mark(&mut t);
+        assert_eq!(t.status, Some(Status::Failed));
+        assert!(retry_on_resume(&t));
+        t.status = Some(Status::Fallback);
+        assert!(!retry_on_resume(&t));
+    }
+}
