@@ -69,6 +69,8 @@ pub struct ArmSummary {
     pub scored: usize,
     pub fallbacks: usize,
     pub failed: usize,
+    /// `ID: error` of the arm's first failed problem.
+    pub first_failure: Option<String>,
 }
 
 impl Summary {
@@ -82,6 +84,16 @@ impl Summary {
                 self.problems,
                 self.first_failure.as_deref().unwrap_or("?"),
                 self.out.display()
+            );
+        }
+        // A comparison arm that lost problems to the server compares nothing.
+        if let Some(a) = self.arms.iter().find(|a| a.failed > 0) {
+            bail!(
+                "arm {}: {} problems got no reply from the server: {}. Re-run the same command \
+                 to retry exactly these",
+                a.name,
+                a.failed,
+                a.first_failure.as_deref().unwrap_or("?")
             );
         }
         Ok(())
@@ -118,6 +130,7 @@ impl Summary {
                     scored: r.scored,
                     fallbacks: r.fallbacks,
                     failed: r.outcomes.failed,
+                    first_failure: r.outcomes.first_failure.clone(),
                 })
                 .collect(),
         }
