@@ -46,6 +46,13 @@ pub struct SolveArgs {
     /// --eval). Not used with --serve.
     #[arg(long, required_unless_present = "serve")]
     pub input: Option<PathBuf>,
+    /// The --input field that holds the problem [default: the first of problem, question,
+    /// prompt, text, else the last user turn of a messages/conversations list].
+    #[arg(long, value_name = "NAME")]
+    pub problem_field: Option<String>,
+    /// The --input field that holds the id [default: id; without one, FILE:LINE].
+    #[arg(long, value_name = "NAME")]
+    pub id_field: Option<String>,
     #[command(flatten)]
     pub server: ServerArgs,
     #[command(flatten)]
@@ -232,6 +239,10 @@ pub struct RunArgs {
     /// With --serve: problems expected, to share --time-budget (time left / problems left).
     #[arg(long, default_value_t = 50)]
     pub expected_problems: usize,
+    /// Print one JSON object on stdout at the end: problems, answered, fallbacks, failed,
+    /// examples sent and dropped, seconds, the output paths, and per-arm accuracy.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Refuse settings that cannot run, before anything is loaded.
@@ -269,6 +280,10 @@ pub fn run(a: SolveArgs) -> Result<()> {
             (Some(path), false) => Input::File(path.clone()),
             (None, false) => bail!("--input is needed (or --serve)"),
         },
+        fields: crate::solve::ProblemFields {
+            problem: a.problem_field.clone(),
+            id: a.id_field.clone(),
+        },
         server: server_config(&a.server, &run.out),
         sampling: sampling_config(&a.sampling)?,
         retrieval: RetrievalConfig {
@@ -300,7 +315,11 @@ pub fn run(a: SolveArgs) -> Result<()> {
             force: run.force,
         },
     };
-    crate::solve::run(&cfg, Arc::new(Bars::new(run.quiet)))
+    let summary = crate::solve::run(&cfg, Arc::new(Bars::new(run.quiet)))?;
+    if run.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    summary.check()
 }
 
 /// The server, its credentials and how requests to it are retried; a launched server logs

@@ -4,12 +4,12 @@
 //! resuming from the traces.
 
 use anyhow::{bail, Result};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use super::client::Message;
 use super::config::{Input, SolveConfig};
+use super::outcome;
 use super::problems::Problem;
 use super::prompt::{Example, PromptBuilder, RagSpec};
 use super::report::{self, ArmResult};
@@ -87,21 +87,23 @@ impl<'a> Arm<'a> {
     pub fn run_batch(&self, problems: &[Problem], submission: Option<&Path>) -> Result<ArmResult> {
         let (cfg, progress) = (self.cfg, self.res.progress.as_ref());
         let traces = &cfg.output.traces;
-        let mut done = match cfg.output.dry_run {
-            true => BTreeMap::new(),
-            false => trace::finished(traces, self.name, &self.key)?,
+        let (mut done, failed_before) = match cfg.output.dry_run {
+            true => Default::default(),
+            false => trace::finished_and_failed(traces, self.name, &self.key)?,
         };
         let mut log = TraceLog::open(traces)?;
         let todo: Vec<&Problem> = problems
             .iter()
             .filter(|p| !done.contains_key(&p.id))
             .collect();
-        if !done.is_empty() {
+        if !done.is_empty() || !failed_before.is_empty() {
             progress.log(&format!(
-                "{}: {} problems already answered in {}, {} to go",
+                "{}: {} problems already answered in {}, {} failed earlier (no reply from the \
+                 server) and are retried, {} to go",
                 self.name,
                 done.len(),
                 traces.display(),
+                failed_before.len(),
                 todo.len()
             ));
         }
@@ -113,8 +115,10 @@ impl<'a> Arm<'a> {
             if !cfg.output.dry_run {
                 done.insert(p.id.clone(), t);
                 if let Some(path) = submission {
-                    let answers = done
+                    // Failed problems not yet redone keep their fallback row meanwhile.
+                    let answers = failed_before
                         .iter()
+                        .chain(&done)
                         .filter_map(|(k, t)| Some((k.clone(), t.answer?)));
                     report::write_submission(path, problems, &answers.collect())?;
                 }
@@ -156,7 +160,9 @@ impl<'a> Arm<'a> {
         let mut t = self.base_trace(p, &prepared, query.embed_ms);
         if !self.cfg.output.dry_run {
             self.sample_and_vote(p, prepared, left, &mut t)?;
+            outcome::mark(&mut t);
         }
+        outcome::warn_dropped(self.res.progress.as_ref(), &t);
         t.seconds = t0.elapsed().as_secs_f64();
         Ok(t)
     }

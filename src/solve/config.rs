@@ -16,6 +16,8 @@ use super::tool_protocol::ToolProtocol;
 #[derive(Debug, Clone)]
 pub struct SolveConfig {
     pub input: Input,
+    /// Which fields of `--input` hold the problem and its id (detected when unset).
+    pub fields: super::problems::ProblemFields,
     pub server: ServerConfig,
     pub sampling: SamplingConfig,
     pub retrieval: RetrievalConfig,

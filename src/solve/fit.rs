@@ -5,9 +5,10 @@
 use anyhow::{Context, Result};
 use serde_json::json;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use super::client::{Client, Message, Role};
+use super::preflight::bounded;
 use super::prompt::{Example, PromptBuilder};
 use super::trace::PromptFit;
 
@@ -32,17 +33,20 @@ pub struct PromptBudget {
     pub context: Option<usize>,
     pub counter: Counter,
     client: Client,
+    /// The time budget's end: no probe or count waits past it.
+    end: Option<Instant>,
 }
 
 impl PromptBudget {
     /// Learn the context length (`max_model_len`, else vLLM's /v1/models, else llama.cpp's
-    /// /props) and the best way to count tokens.
+    /// /props) and the best way to count tokens, asking the server no later than `end`.
     pub fn discover(
         client: &Client,
         max_model_len: Option<usize>,
         tokenizer: Option<&Path>,
+        end: Option<Instant>,
     ) -> Result<Self> {
-        let context = max_model_len.or_else(|| server_context(client));
+        let context = max_model_len.or_else(|| server_context(client, end));
         let counter = match tokenizer {
             // Without a context length there is nothing to fit: an estimate is enough.
             _ if context.is_none() => Counter::Estimate,
@@ -56,12 +60,13 @@ impl PromptBudget {
                     .map_err(|e| anyhow::anyhow!("--solver-tokenizer {}: {e}", path.display()))?;
                 Counter::Tokenizer(Box::new(t))
             }
-            None => probe_counter(client),
+            None => probe_counter(client, end),
         };
         Ok(Self {
             context,
             counter,
             client: client.clone(),
+            end,
         })
     }
 
@@ -93,12 +98,9 @@ impl PromptBudget {
                 }
                 Ok(n)
             }
-            Counter::VllmServer => vllm_count(&self.client, messages),
-            Counter::LlamaCppServer => llama_cpp_count(&self.client, messages),
-            Counter::Estimate => Ok(messages
-                .iter()
-                .map(|m| m.text_len() / 2 + per_message)
-                .sum()),
+            Counter::VllmServer => vllm_count(&self.client, messages, self.end),
+            Counter::LlamaCppServer => llama_cpp_count(&self.client, messages, self.end),
+            Counter::Estimate => Ok(estimate(messages)),
         }
     }
 
@@ -117,7 +119,11 @@ impl PromptBudget {
         };
         loop {
             let messages = builder.messages(problem, &examples);
-            fit.prompt_tokens = self.count(&messages)?;
+            // A count the server no longer gives in time is estimated (and the trace says so).
+            fit.prompt_tokens = self.count(&messages).unwrap_or_else(|_| {
+                fit.counted_by = "estimate".into();
+                estimate(&messages)
+            });
             let Some(ctx) = self.context else {
                 return Ok((messages, examples, fit));
             };
@@ -166,9 +172,9 @@ impl PromptBudget {
 
 /// `max_model_len` from vLLM's /v1/models, else `n_ctx` from llama.cpp's /props (per slot:
 /// llama.cpp divides its context between parallel slots).
-fn server_context(client: &Client) -> Option<usize> {
-    let timeout = Duration::from_secs(10);
-    if let Some(models) = client.get_json("/models", timeout) {
+fn server_context(client: &Client, end: Option<Instant>) -> Option<usize> {
+    let timeout = || bounded(Duration::from_secs(10), end);
+    if let Some(models) = client.get_json("/models", timeout()?) {
         let lens = models.get("data").and_then(|d| d.as_array()).map(|d| {
             d.iter()
                 .filter_map(|m| m.get("max_model_len").and_then(|v| v.as_u64()))
@@ -178,7 +184,7 @@ fn server_context(client: &Client) -> Option<usize> {
             return Some(len as usize);
         }
     }
-    let props = client.get_json("//props", timeout)?;
+    let props = client.get_json("//props", timeout()?)?;
     let settings = props.get("default_generation_settings");
     let n_ctx = settings
         .and_then(|s| s.get("n_ctx"))
@@ -187,21 +193,31 @@ fn server_context(client: &Client) -> Option<usize> {
     Some(n_ctx as usize)
 }
 
-fn probe_counter(client: &Client) -> Counter {
+fn probe_counter(client: &Client, end: Option<Instant>) -> Counter {
     let probe = [Message::new(Role::User, "1 + 1")];
-    if vllm_count(client, &probe).is_ok() {
+    if vllm_count(client, &probe, end).is_ok() {
         Counter::VllmServer
-    } else if llama_cpp_count(client, &probe).is_ok() {
+    } else if llama_cpp_count(client, &probe, end).is_ok() {
         Counter::LlamaCppServer
     } else {
         Counter::Estimate
     }
 }
 
-fn vllm_count(client: &Client, messages: &[Message]) -> Result<usize> {
+/// About two bytes a token, plus a few per message.
+fn estimate(messages: &[Message]) -> usize {
+    messages.iter().map(|m| m.text_len() / 2 + 8).sum()
+}
+
+/// 30 s for one token-count request, or what is left of the time budget.
+fn count_timeout(end: Option<Instant>) -> Result<Duration> {
+    bounded(Duration::from_secs(30), end).context("the time budget is spent")
+}
+
+fn vllm_count(client: &Client, messages: &[Message], end: Option<Instant>) -> Result<usize> {
     let body = json!({"model": client.model(), "messages": messages});
     let v = client
-        .post_root_json("/tokenize", &body, Duration::from_secs(30))
+        .post_root_json("/tokenize", &body, count_timeout(end)?)
         .context("the server's /tokenize did not answer")?;
     v.get("count")
         .and_then(|c| c.as_u64())
@@ -209,14 +225,21 @@ fn vllm_count(client: &Client, messages: &[Message]) -> Result<usize> {
         .context("/tokenize gave no count")
 }
 
-fn llama_cpp_count(client: &Client, messages: &[Message]) -> Result<usize> {
-    let timeout = Duration::from_secs(30);
+fn llama_cpp_count(client: &Client, messages: &[Message], end: Option<Instant>) -> Result<usize> {
     let prompt = client
-        .post_root_json("/apply-template", &json!({"messages": messages}), timeout)
+        .post_root_json(
+            "/apply-template",
+            &json!({"messages": messages}),
+            count_timeout(end)?,
+        )
         .and_then(|v| v.get("prompt").and_then(|p| p.as_str()).map(str::to_string))
         .context("the server's /apply-template did not answer")?;
     let v = client
-        .post_root_json("/tokenize", &json!({"content": prompt}), timeout)
+        .post_root_json(
+            "/tokenize",
+            &json!({"content": prompt}),
+            count_timeout(end)?,
+        )
         .context("the server's /tokenize did not answer")?;
     v.get("tokens")
         .and_then(|t| t.as_array())

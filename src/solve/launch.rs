@@ -53,7 +53,8 @@ pub struct LaunchSpec {
 
 /// Start the server command through `sh -c` in its own process group, logging to the spec's
 /// file, and wait until `client` reports it healthy (or the timeout passes, or it exits).
-pub fn launch(spec: &LaunchSpec, client: &Client) -> Result<ServerGuard> {
+/// The wait ends at `end` too (the time budget).
+pub fn launch(spec: &LaunchSpec, client: &Client, end: Option<Instant>) -> Result<ServerGuard> {
     let (cmd, log, timeout) = (spec.command.as_str(), spec.log.as_path(), spec.timeout);
     use std::os::unix::process::CommandExt;
     if let Some(dir) = log.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -83,7 +84,8 @@ pub fn launch(spec: &LaunchSpec, client: &Client) -> Result<ServerGuard> {
     );
     let start = Instant::now();
     loop {
-        if client.healthy() {
+        let probe = super::preflight::bounded(Duration::from_secs(5), end);
+        if probe.is_some_and(|t| client.healthy_within(t)) {
             eprintln!("server ready after {:.0} s", start.elapsed().as_secs_f64());
             return Ok(guard);
         }
@@ -95,6 +97,13 @@ pub fn launch(spec: &LaunchSpec, client: &Client) -> Result<ServerGuard> {
         {
             bail!(
                 "the server exited ({status}) before it was ready; see {}",
+                log.display()
+            );
+        }
+        if end.is_some_and(|e| Instant::now() >= e) {
+            bail!(
+                "the time budget ran out after {:.0} s waiting for the launched server; see {}",
+                start.elapsed().as_secs_f64(),
                 log.display()
             );
         }

@@ -19,7 +19,10 @@
 //!   output), duration.rs (`5h`, `90m`), resources.rs (what loads once), arm.rs (one retrieval
 //!   setting; `solve_problem`, the per-problem sequence, and the batch loop), solver.rs (the
 //!   one-problem-at-a-time API), serve.rs (`--serve`'s stdin/stdout loop), report.rs
-//!   (submission file, summary, `--eval` table), problems.rs (reading `--input`).
+//!   (submission file, summary, `--json`, `--eval` table), problems.rs (reading `--input`,
+//!   finding its problem and id fields), preflight.rs (checks before the first problem: values,
+//!   the server, the model), outcome.rs (answered, fallback, out of time or failed; what a
+//!   re-run redoes).
 //! - the prompt: retrieve.rs (neighbours), prompt.rs (messages, `--rag`), fit.rs (into the
 //!   server's context).
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
@@ -38,6 +41,8 @@ pub mod config;
 pub mod duration;
 pub mod fit;
 pub mod launch;
+pub mod outcome;
+pub mod preflight;
 pub mod problems;
 pub mod prompt;
 mod report;
@@ -67,12 +72,14 @@ pub use config::{
     ToolsConfig,
 };
 pub use duration::parse_duration;
-pub use problems::read_problems;
-pub use report::ArmResult;
+pub use problems::{read_problems, ProblemFields};
+pub use report::{ArmResult, ArmSummary, Summary};
 pub use solver::{Solved, Solver};
 
-/// Run `solve` as configured: a whole problems file, or `--serve`'s stdin loop.
-pub fn run(cfg: &SolveConfig, progress: Arc<dyn Progress>) -> Result<()> {
+/// Run `solve` as configured: a whole problems file, or `--serve`'s stdin loop. The summary
+/// says what became of the problems; [`Summary::check`] turns failed ones into an error.
+pub fn run(cfg: &SolveConfig, progress: Arc<dyn Progress>) -> Result<Summary> {
+    preflight::check_outputs(cfg)?;
     match &cfg.input {
         Input::File(path) => run_batch(cfg, path, progress),
         Input::Serve | Input::Calls => {
@@ -83,8 +90,9 @@ pub fn run(cfg: &SolveConfig, progress: Arc<dyn Progress>) -> Result<()> {
 }
 
 /// Every problem of the file, per arm (`--rag`, then `--compare-rag`), then the report.
-fn run_batch(cfg: &SolveConfig, input: &Path, progress: Arc<dyn Progress>) -> Result<()> {
-    let problems = read_problems(input)?;
+fn run_batch(cfg: &SolveConfig, input: &Path, progress: Arc<dyn Progress>) -> Result<Summary> {
+    let problems = read_problems(input, &cfg.fields, progress.as_ref())?;
+    preflight::check_eval(cfg, &problems, input)?;
     resources::set_aside_if_forced(cfg, progress.as_ref())?;
     let res = Resources::load(cfg, progress)?;
     let mut arms = vec![("rag", &cfg.retrieval.rag)];

@@ -51,8 +51,8 @@ impl std::str::FromStr for RagSpec {
                         .parse()
                         .with_context(|| format!("--rag k={value:?}: not a count"))?
                 }
-                "min-score" => spec.min_score = Some(number(value)?),
-                "exclude-above" => spec.exclude_above = Some(number(value)?),
+                "min-score" => spec.min_score = Some(similarity(key, number(value)?)?),
+                "exclude-above" => spec.exclude_above = Some(similarity(key, number(value)?)?),
                 "format" => {
                     spec.format = match value {
                         "chat" => RagFormat::Chat,
@@ -67,6 +67,14 @@ impl std::str::FromStr for RagSpec {
         }
         Ok(spec)
     }
+}
+
+/// A cosine similarity bound: within [-1, 1].
+fn similarity(key: &str, v: f32) -> Result<f32> {
+    if !(-1.0..=1.0).contains(&v) {
+        bail!("--rag {key}={v}: a cosine similarity, between -1 and 1");
+    }
+    Ok(v)
 }
 
 /// A retrieved solved problem, as it goes into the prompt and the trace.

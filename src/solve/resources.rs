@@ -10,6 +10,7 @@ use super::client::Client;
 use super::config::SolveConfig;
 use super::fit::PromptBudget;
 use super::launch::{self, ServerGuard};
+use super::preflight;
 use super::retrieve::Retriever;
 use super::sandbox::{self, SandboxInfo};
 use super::tool_protocol::ToolOffer;
@@ -33,10 +34,6 @@ pub(super) struct Resources {
 
 impl Resources {
     pub fn load(cfg: &SolveConfig, progress: Arc<dyn Progress>) -> Result<Self> {
-        // The retriever first: a launched server may claim the whole GPU.
-        let start = Instant::now();
-        let retriever = open_retriever(cfg, progress.as_ref())?;
-        let load_seconds = start.elapsed().as_secs_f64();
         let server = &cfg.server;
         let client = Client::new(
             &server.endpoint,
@@ -44,9 +41,22 @@ impl Resources {
             server.api_key.clone(),
             server.retry.clone(),
         );
-        let dry_run = cfg.output.dry_run;
+        let (dry_run, end) = (cfg.output.dry_run, cfg.budget.end());
+        let check = || preflight::check_server(&client, &server.retry, end, progress.as_ref());
+        // A server that is not there stops the run before the slow loading.
+        if !dry_run && server.launch.is_none() {
+            check()?;
+        }
+        // The retriever before a launch: a launched server may claim the whole GPU.
+        let start = Instant::now();
+        let retriever = open_retriever(cfg, progress.as_ref())?;
+        let load_seconds = start.elapsed().as_secs_f64();
         let _server = match (&server.launch, dry_run) {
-            (Some(spec), false) => Some(launch::launch(spec, &client)?),
+            (Some(spec), false) => {
+                let guard = launch::launch(spec, &client, end)?;
+                check()?;
+                Some(guard)
+            }
             _ => None,
         };
         let budget = match dry_run {
@@ -55,6 +65,7 @@ impl Resources {
                 &client,
                 server.max_model_len,
                 server.solver_tokenizer.as_deref(),
+                end,
             )?),
         };
         let sandbox = probe_sandbox(cfg, progress.as_ref())?;

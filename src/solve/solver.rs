@@ -14,6 +14,8 @@ use std::time::Instant;
 
 use super::arm::Arm;
 use super::config::{Input, SolveConfig};
+use super::outcome::{self, Status};
+use super::preflight;
 use super::problems::Problem;
 use super::resources::{self, Resources};
 use super::trace::{self, RunKey, ServeInfo, Trace, TraceLog};
@@ -43,6 +45,11 @@ pub struct Solved {
     pub fallback: bool,
     /// Answered from an earlier session's trace, not solved again.
     pub resumed: bool,
+    /// Answered, a fallback (replies without a valid answer), out of time, or failed (no reply
+    /// from the server: the answer is the fallback, and a new session solves it again).
+    pub status: Status,
+    /// Why there is no answer of the model's own.
+    pub failure: Option<String>,
     /// Wall-clock seconds of this call.
     pub seconds: f64,
 }
@@ -63,6 +70,7 @@ impl Solver {
         if cfg.retrieval.compare_rag.is_some() {
             bail!("{what} answers with one setting; --compare-rag needs a whole --input");
         }
+        preflight::check_outputs(&cfg)?;
         resources::set_aside_if_forced(&cfg, progress.as_ref())?;
         let res = Resources::load(&cfg, progress)?;
         let key = Arm::new(&cfg, &res, ARM, &cfg.retrieval.rag, None)?.key;
@@ -89,6 +97,11 @@ impl Solver {
         self.res.load_seconds
     }
 
+    /// The submission file and the traces.
+    pub fn outputs(&self) -> (&std::path::Path, &std::path::Path) {
+        (&self.cfg.output.out, &self.cfg.output.traces)
+    }
+
     /// The answer written when a problem cannot be worked on.
     pub fn fallback(&self) -> u64 {
         self.cfg.sampling.fallback
@@ -101,11 +114,14 @@ impl Solver {
         let t0 = Instant::now();
         let position = self.position;
         self.position += 1;
-        if let Some(answer) = self.done.get(id).and_then(|t| t.answer) {
+        if let Some((t, answer)) = self.done.get(id).and_then(|t| Some((t, t.answer?))) {
+            let (status, failure) = outcome::status(t);
             return Ok(Solved {
                 answer,
-                fallback: self.done[id].fallback,
+                fallback: t.fallback,
                 resumed: true,
+                status,
+                failure,
                 seconds: t0.elapsed().as_secs_f64(),
             });
         }
@@ -140,10 +156,13 @@ impl Solver {
         let answer = t
             .answer
             .ok_or_else(|| anyhow::anyhow!("no answer was recorded"))?;
+        let (status, failure) = outcome::status(&t);
         Ok(Solved {
             answer,
             fallback: t.fallback,
             resumed: false,
+            status,
+            failure,
             seconds: t.seconds,
         })
     }

@@ -206,6 +206,13 @@ pub struct Trace {
     pub answer: Option<u64>,
     #[serde(default)]
     pub fallback: bool,
+    /// answered, fallback, out_of_time or failed (see outcome.rs); a failed problem is redone
+    /// by a re-run. Absent in older traces and dry runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<super::outcome::Status>,
+    /// Why the problem has no answer of its own (the first server error, for a failed one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     pub stopped: Option<String>,
     pub expected: Option<u64>,
     pub correct: Option<bool>,
@@ -283,12 +290,18 @@ impl TraceLog {
     }
 }
 
-/// Answered problems of `arm` in a traces file, by id. A line of the same arm made with another
-/// [`RunKey`] is refused, naming the field (`--force` starts a new traces file instead).
+/// Answered problems of `arm` in a traces file, by id (failed ones are left to be redone). A
+/// line of the same arm made with another [`RunKey`] is refused, naming the field (`--force`
+/// starts a new traces file instead).
 pub fn finished(path: &Path, arm: &str, key: &RunKey) -> Result<BTreeMap<String, Trace>> {
-    let mut out = BTreeMap::new();
+    Ok(finished_and_failed(path, arm, key)?.0)
+}
+
+/// [`finished`], and the problems whose latest line is a failure (no reply from the server).
+pub fn finished_and_failed(path: &Path, arm: &str, key: &RunKey) -> Result<(Done, Done)> {
+    let (mut out, mut failed) = (BTreeMap::new(), BTreeMap::new());
     let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(out);
+        return Ok((out, failed));
     };
     let total = text.lines().count();
     for (i, line) in text.lines().enumerate() {
@@ -317,10 +330,18 @@ pub fn finished(path: &Path, arm: &str, key: &RunKey) -> Result<BTreeMap<String,
                 i + 1
             ),
         }
-        out.insert(t.id.clone(), t);
+        let (to, from) = match super::outcome::retry_on_resume(&t) {
+            true => (&mut failed, &mut out),
+            false => (&mut out, &mut failed),
+        };
+        from.remove(&t.id);
+        to.insert(t.id.clone(), t);
     }
-    Ok(out)
+    Ok((out, failed))
 }
+
+/// Trace lines by problem id.
+pub type Done = BTreeMap<String, Trace>;
 
 /// `--force`: move an existing traces file aside (never deleted) so the run starts clean.
 pub fn set_aside(path: &Path) -> Result<Option<PathBuf>> {

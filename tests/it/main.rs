@@ -16,5 +16,6 @@ mod model_config;
 mod plot;
 mod plot_html;
 mod solve;
+mod solve_failures;
 mod solve_tool_calls;
 mod solve_tools;

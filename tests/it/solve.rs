@@ -172,14 +172,13 @@ fn faults_are_retried_and_recorded() {
 fn a_dead_server_still_gives_an_answer_per_id() {
     let tmp = tempfile::tempdir().unwrap();
     let input = problems(tmp.path(), 2);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // The server passes the check before the first problem (GET /models), then dies: every
+    // request's connection is dropped unanswered. (A server dead from the start stops the run
+    // before the first problem: see solve_failures.)
+    let server = MockServer::start(|_, _| Reply::Drop);
     let o = solve(
         tmp.path(),
-        &format!("http://127.0.0.1:{port}/v1"),
+        &server.url,
         &[
             "--input",
             input.to_str().unwrap(),
@@ -193,13 +192,17 @@ fn a_dead_server_still_gives_an_answer_per_id() {
             "123",
         ],
     );
-    ok(&o);
+    // Problems without a reply fail the run, but every id still has its row.
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(err.contains("2 of 2 problems got no reply"), "{err}");
     assert_eq!(
         submission(tmp.path()),
         vec![("p1".into(), 123), ("p2".into(), 123)]
     );
     let t = traces(tmp.path());
     assert_eq!(t[0]["fallback"], true);
+    assert_eq!(t[0]["status"], "failed");
     assert!(t[0]["samples"][0]["errors"][0]
         .as_str()
         .unwrap()
@@ -352,20 +355,16 @@ fn compare_rag_runs_a_control_arm_for_eval() {
 fn launch_starts_the_server_waits_for_it_and_stops_it_on_exit() {
     let tmp = tempfile::tempdir().unwrap();
     let input = problems(tmp.path(), 1);
-    // A stand-in server: Python's static file server answers GET /v1/models with 200 once it is
-    // up (after a deliberate 1 s delay), and refuses the POSTs (so the answer is the fallback).
-    let www = tmp.path().join("www");
-    std::fs::create_dir_all(www.join("v1")).unwrap();
-    std::fs::write(www.join("v1/models"), "{\"data\": []}").unwrap();
+    // A stand-in server in Python: once it is up (after a deliberate 1 s delay) it answers
+    // GET /v1/models with 200 and every POST with a completion boxing 0.
+    let script = tmp.path().join("standin.py");
+    std::fs::write(&script, STAND_IN).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
         .unwrap()
         .port();
-    let cmd = format!(
-        "sleep 1; exec python3 -m http.server {port} --bind 127.0.0.1 --directory {}",
-        www.display()
-    );
+    let cmd = format!("sleep 1; exec python3 {} {port}", script.display());
     let o = solve(
         tmp.path(),
         &format!("http://127.0.0.1:{port}/v1"),
@@ -395,6 +394,26 @@ fn launch_starts_the_server_waits_for_it_and_stops_it_on_exit() {
         "the launched server is still running"
     );
 }
+
+/// A minimal OpenAI-compatible server: an empty model list, and `\boxed{0}` to every POST.
+const STAND_IN: &str = r#"
+import http.server, json, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def reply(self, body):
+        b = json.dumps(body).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(b)))
+        self.end_headers()
+        self.wfile.write(b)
+    def do_GET(self):
+        self.reply({"data": []})
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        message = {"role": "assistant", "content": "\\boxed{0}"}
+        self.reply({"choices": [{"index": 0, "message": message, "finish_reason": "stop"}]})
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
 
 /// What a real model (or a broken server) may send, one kind per request.
 fn hostile_reply(n: usize, user: &str) -> Reply {

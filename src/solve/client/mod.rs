@@ -156,7 +156,12 @@ impl Client {
 
     /// Whether the server answers `GET {endpoint}/models` with 200.
     pub fn healthy(&self) -> bool {
-        self.get_json("/models", Duration::from_secs(5)).is_some()
+        self.healthy_within(Duration::from_secs(5))
+    }
+
+    /// [`Client::healthy`], waiting at most `timeout`.
+    pub fn healthy_within(&self, timeout: Duration) -> bool {
+        self.get_json("/models", timeout).is_some()
     }
 
     /// `GET {endpoint}{path}` (or the root when `path` starts with `//`) as JSON, if it answers.
@@ -168,6 +173,15 @@ impl Client {
         self.transport.json(&url, None, timeout)
     }
 
+    /// `GET {endpoint}{path}`: the status and body, or why no reply came.
+    pub fn get_text(&self, path: &str, timeout: Duration) -> Result<(u16, String), GetError> {
+        let url = format!("{}{path}", self.endpoint);
+        self.transport.get(&url, timeout).map_err(|e| GetError {
+            timed_out: matches!(e, ureq::Error::Timeout(_)),
+            message: e.to_string(),
+        })
+    }
+
     /// `POST {root}{path}` with a JSON body, as JSON, if it answers 200.
     pub fn post_root_json(&self, path: &str, body: &Value, timeout: Duration) -> Option<Value> {
         let url = format!("{}{path}", self.root());
@@ -175,8 +189,16 @@ impl Client {
     }
 }
 
+/// Why a GET got no reply.
+#[derive(Debug)]
+pub struct GetError {
+    pub message: String,
+    /// It was sent (or being connected) and the time ran out.
+    pub timed_out: bool,
+}
+
 /// At most 200 characters of a server's text, for error messages.
-fn clip(s: &str) -> String {
+pub(in crate::solve) fn clip(s: &str) -> String {
     let s = s.trim();
     if s.chars().count() > 200 {
         format!("{}...", s.chars().take(200).collect::<String>())

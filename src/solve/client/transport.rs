@@ -121,6 +121,18 @@ impl Transport {
         self.prepared(self.agent.post(url), timeout).send_json(body)
     }
 
+    /// `GET url`: its status and body (at most 1 MB).
+    pub fn get(&self, url: &str, timeout: Duration) -> Result<(u16, String), ureq::Error> {
+        let resp = self.prepared(self.agent.get(url), timeout).call()?;
+        let status = resp.status().as_u16();
+        let mut body = String::new();
+        resp.into_body()
+            .into_reader()
+            .take(1 << 20)
+            .read_to_string(&mut body)?;
+        Ok((status, body))
+    }
+
     /// `GET url` (or `POST` with `body`) as JSON, if it answers 200 in time.
     pub fn json(&self, url: &str, body: Option<&Value>, timeout: Duration) -> Option<Value> {
         let resp = match body {

@@ -62,6 +62,13 @@ pub struct MockServer {
 
 impl MockServer {
     pub fn start(script: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_inner(script, false)
+    }
+
+    fn start_inner(
+        script: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+        script_gets: bool,
+    ) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("http://{}/v1", listener.local_addr().unwrap());
         let requests: Arc<Mutex<Vec<Request>>> = Arc::default();
@@ -86,7 +93,7 @@ impl MockServer {
                             .count()
                             .saturating_sub(1)
                     };
-                    let reply = if req.method == "GET" {
+                    let reply = if req.method == "GET" && !script_gets {
                         Reply::Raw(r#"{"data":[]}"#.into())
                     } else {
                         script(&req, n)
@@ -216,4 +223,38 @@ pub fn tool_delta(index: usize, id: Option<&str>, name: Option<&str>, args: &str
 /// The closing SSE chunk: an empty delta with `finish_reason`.
 pub fn finish(reason: &str) -> String {
     serde_json::json!({"choices": [{"index": 0, "delta": {}, "finish_reason": reason}]}).to_string()
+}
+
+impl MockServer {
+    /// [`MockServer::start`] whose script answers GETs too (`/v1/models`, `/props`); `n` still
+    /// counts POSTs only.
+    pub fn start_with_gets(
+        script: impl Fn(&Request, usize) -> Reply + Send + Sync + 'static,
+    ) -> Self {
+        Self::start_inner(script, true)
+    }
+}
+
+/// An endpoint where nothing listens: a port bound, noted and let go.
+pub fn closed_endpoint() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("http://127.0.0.1:{port}/v1")
+}
+
+/// An endpoint that accepts connections and never answers (the connections are held open for
+/// the life of the test process).
+pub fn stalling_endpoint() -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/v1", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    url
 }
