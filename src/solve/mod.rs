@@ -3,9 +3,11 @@
 //! ```text
 //! problems ─► (per arm) resume from traces ─► embed queries ─► per problem (Arm::solve_problem):
 //!     retrieve k neighbours ─► fit the prompt into the context ─► sample N (streamed,
-//!     cancellable; with --tools python each sample may stop at a code block, run it in its
-//!     sandbox and continue; with --think-budget a long thinking is closed for it) ─► weighted
-//!     vote ─► record a trace line ─► rewrite submission.csv
+//!     cancellable, with token log-probs; with --tools python each sample may stop at a code
+//!     block, run it in its sandbox and continue; with --think-budget a long thinking is closed
+//!     for it; --stop-at N agreeing answers ends it) ─► vote (--vote: majority, entropy,
+//!     count-then-entropy) ─► on a split vote, --select genselect ─► record a trace line ─►
+//!     rewrite submission.csv
 //! ```
 //!
 //! The retriever loads before a `--launch`ed server (which may take the GPU); `--time-budget`
@@ -16,10 +18,12 @@
 //!
 //! Modules, by room:
 //! - the run: config.rs (what a run is asked: server, sampling, retrieval, tools, budget,
-//!   output), duration.rs (`5h`, `90m`), resources.rs (what loads once), arm.rs (one retrieval
+//!   output), duration.rs (`5h`, `90m`), time_share.rs (each problem's share of the time,
+//!   `--problem-time`), resources.rs (what loads once), arm.rs (one retrieval
 //!   setting; `solve_problem`, the per-problem sequence, and the batch loop), solver.rs (the
 //!   one-problem-at-a-time API), serve.rs (`--serve`'s stdin/stdout loop), report.rs
-//!   (submission file, summary, `--eval` table), problems.rs (reading `--input`).
+//!   (submission file, summary, `--eval` table), loop_summary.rs (vote rule, selector and time
+//!   figures of an arm), problems.rs (reading `--input`).
 //! - the prompt: retrieve.rs (neighbours), prompt.rs (messages, `--rag`), fit.rs (into the
 //!   server's context).
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
@@ -28,16 +32,20 @@
 //!   transcript.rs (fences, thinking tags, echoes in a sample's text), tool_protocol.rs
 //!   (`--tool-protocol`: the `tools` offer, its fallback, reading a call's code), sandbox/ (the
 //!   Python sandbox, its isolation layers and system calls).
-//! - the answer: answer.rs (the boxed integer), vote.rs (weights), trace.rs (trace lines, the
-//!   resume key).
+//! - the answer: answer.rs (the boxed integer), confidence.rs (token entropy from log-probs),
+//!   vote.rs (weights and `--vote` rules), genselect.rs (`--select genselect` for split votes),
+//!   trace.rs (trace lines, the resume key).
 
 pub mod answer;
 mod arm;
 pub mod client;
+pub mod confidence;
 pub mod config;
 pub mod duration;
 pub mod fit;
+pub mod genselect;
 pub mod launch;
+pub mod loop_summary;
 pub mod problems;
 pub mod prompt;
 mod report;
@@ -48,6 +56,7 @@ pub mod sample;
 pub mod sandbox;
 mod serve;
 pub mod solver;
+pub mod time_share;
 pub mod tool_protocol;
 pub mod trace;
 pub mod transcript;

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::config::SolveConfig;
+use super::loop_summary::LoopSummary;
 use super::problems::Problem;
 use super::prompt::RagSpec;
 use super::trace::Trace;
@@ -23,6 +24,8 @@ pub struct ArmResult {
     /// Problems the unweighted majority (every sample 1 vote) would have got right: what the
     /// vote weights gain or lose.
     pub majority_correct: usize,
+    /// Vote rule, log-probs, stops, selector and time per problem (serialisable).
+    pub loop_summary: LoopSummary,
 }
 
 /// Final submission, summary line and (with --eval) the accuracy table.
@@ -52,6 +55,16 @@ pub(super) fn report(
             "warning: {} problems got no answer because the prompt did not fit the server's \
              context even after dropping examples; see `fit` in their traces",
             main.overflow_failures
+        );
+    }
+    let time = &main.loop_summary.time;
+    if time.problems.iter().any(|p| p.planned_seconds.is_some()) {
+        eprintln!(
+            "time: planned {:.1} s, used {:.1} s over {} problems (per problem in the traces' \
+             planned_seconds and seconds, and under --eval)",
+            time.planned_seconds,
+            time.used_seconds,
+            time.problems.len()
         );
     }
     if cfg.output.eval {
@@ -160,6 +173,12 @@ fn print_eval(results: &[(String, RagSpec, ArmResult)]) {
             r.fallbacks,
             share(r.majority_correct, r.scored)
         );
+    }
+    println!("\nsolving loop:");
+    for (name, _, r) in results {
+        for line in r.loop_summary.eval_lines(name) {
+            println!("{line}");
+        }
     }
     println!("\nper source:");
     for (name, _, r) in results {
