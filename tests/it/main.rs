@@ -15,5 +15,6 @@ mod long_inputs;
 mod plot;
 mod plot_html;
 mod solve;
+mod solve_loop;
 mod solve_tool_calls;
 mod solve_tools;
