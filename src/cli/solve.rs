@@ -12,10 +12,13 @@ use super::progress::Bars;
 use crate::encoder::Device;
 use crate::solve::client::{RetryPolicy, Sampling};
 use crate::solve::config::parse_answer_range;
+use crate::solve::genselect::{SelectConfig, Selector, DEFAULT_CANDIDATES, DEFAULT_MARGIN};
 use crate::solve::launch::LaunchSpec;
-use crate::solve::prompt::{RagSpec, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE};
+use crate::solve::prompt::{self, RagSpec, DEFAULT_SYSTEM};
 use crate::solve::sandbox::SandboxConfig;
+use crate::solve::time_share::ProblemTime;
 use crate::solve::tool_protocol::ToolProtocol;
+use crate::solve::vote::VoteRule;
 use crate::solve::{
     parse_duration, BudgetConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig,
     ServerConfig, SolveConfig, ToolsConfig,
@@ -115,7 +118,9 @@ pub struct SamplingArgs {
     /// Send no system message at all.
     #[arg(long)]
     pub no_system: bool,
-    /// File with the user-turn template; {problem} is replaced by the problem.
+    /// File with the user-turn template; {problem} is replaced by the problem. The built-in one
+    /// asks for the answer in \boxed{}, names --answer-range and says what to do with a result
+    /// beyond it.
     #[arg(long)]
     pub prompt_template: Option<PathBuf>,
     /// Sampling temperature of every completion.
@@ -138,6 +143,31 @@ pub struct SamplingArgs {
     /// (0 = only when it can no longer be overtaken).
     #[arg(long, default_value_t = 0.0)]
     pub agreement: f64,
+    /// Stop sampling once this many samples agree on an answer, cancelling those still running
+    /// (0 = off; the AIMO 3 winners stopped at 4 of 8).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pub stop_at: usize,
+    /// How the samples' answers combine: `majority` (most weight; code-backed x1.5, truncated
+    /// x0.5), `entropy` (each sample also weighs 1 / its mean token entropy),
+    /// `count-then-entropy` (most weight, ties to the lower mean entropy); `auto` is
+    /// count-then-entropy when the server returns log-probs, else majority.
+    #[arg(long, default_value = "auto", value_parser = names::<VoteRule>(VoteRule::NAMES))]
+    pub vote: VoteRule,
+    /// Token log-probabilities asked for: this many alternatives per token, for each sample's
+    /// mean token entropy (0 = ask for none; the vote is then the majority).
+    #[arg(long, default_value_t = 5, value_name = "K")]
+    pub top_logprobs: usize,
+    /// What decides a split vote: `genselect` sends the top candidates' solutions back to the
+    /// model and takes the one it names as best; `none` keeps the vote's answer.
+    #[arg(long, default_value = "none", value_parser = names::<Selector>(Selector::NAMES))]
+    pub select: Selector,
+    /// With --select: run it when the vote margin ((leader - runner-up) / total weight) is
+    /// below this.
+    #[arg(long, default_value_t = DEFAULT_MARGIN, value_name = "F")]
+    pub select_margin: f64,
+    /// With --select: candidate answers shown at most (the best of each), best first.
+    #[arg(long, default_value_t = DEFAULT_CANDIDATES, value_name = "N")]
+    pub select_candidates: usize,
     /// Valid answers, inclusive, as MIN..MAX.
     #[arg(long, default_value = "0..99999", value_parser = parse_answer_range)]
     pub answer_range: RangeInclusive<u64>,
@@ -219,6 +249,11 @@ pub struct RunArgs {
     /// Total time for all problems, e.g. 5h or 90m; unused time moves to later problems.
     #[arg(long, value_parser = parse_duration)]
     pub time_budget: Option<Duration>,
+    /// Clamp each problem's share of the time left (time left / problems left) to MIN..MAX,
+    /// e.g. 300s..900s; either side may be left out. Without --time-budget, MAX alone limits
+    /// each problem.
+    #[arg(long, value_name = "MIN..MAX")]
+    pub problem_time: Option<ProblemTime>,
     /// Send nothing; write the messages that would be sent to the traces.
     #[arg(long)]
     pub dry_run: bool,
@@ -266,6 +301,21 @@ fn check_counts(a: &SolveArgs) -> Result<()> {
     if a.tool.think_budget == Some(0) {
         bail!("--think-budget must be at least 1 token");
     }
+    if !(0.0..=1.0).contains(&s.select_margin) {
+        bail!(
+            "--select-margin {}: expected a vote margin between 0 and 1",
+            s.select_margin
+        );
+    }
+    if s.select_candidates < 2 {
+        bail!("--select-candidates must be at least 2 (there is nothing to select among one)");
+    }
+    if s.top_logprobs > 20 {
+        bail!(
+            "--top-logprobs {}: at most 20 (what OpenAI-compatible servers accept)",
+            s.top_logprobs
+        );
+    }
     Ok(())
 }
 
@@ -303,6 +353,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
             time_budget: run.time_budget,
             started,
             expected_problems: run.expected_problems.max(1),
+            problem_time: run.problem_time.unwrap_or_default(),
         },
         output: OutputConfig {
             traces: run
@@ -354,15 +405,23 @@ fn server_config(a: &ServerArgs, out: &Path) -> ServerConfig {
 fn sampling_config(a: &SamplingArgs) -> Result<SamplingConfig> {
     Ok(SamplingConfig {
         system: (!a.no_system).then(|| a.system.clone()),
-        user_template: user_template(a.prompt_template.as_deref())?,
+        user_template: user_template(a.prompt_template.as_deref(), &a.answer_range)?,
         params: Sampling {
             temperature: a.temperature,
             top_p: a.top_p,
             max_tokens: a.max_tokens,
+            top_logprobs: (a.top_logprobs > 0).then_some(a.top_logprobs),
         },
         samples: a.samples,
         concurrency: a.concurrency,
         agreement: a.agreement,
+        stop_at: a.stop_at,
+        vote: a.vote,
+        select: SelectConfig {
+            selector: a.select,
+            margin: a.select_margin,
+            candidates: a.select_candidates,
+        },
         answer_range: a.answer_range.clone(),
         fallback: a.fallback,
     })
@@ -396,9 +455,9 @@ fn sandbox_config(a: &ToolArgs) -> Result<Option<SandboxConfig>> {
     }))
 }
 
-fn user_template(path: Option<&Path>) -> Result<String> {
+fn user_template(path: Option<&Path>, range: &RangeInclusive<u64>) -> Result<String> {
     let Some(p) = path else {
-        return Ok(DEFAULT_USER_TEMPLATE.to_string());
+        return Ok(prompt::default_user_template(range));
     };
     let t = std::fs::read_to_string(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
     if !t.contains("{problem}") {

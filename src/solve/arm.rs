@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use super::client::Message;
 use super::config::{Input, SolveConfig};
+use super::genselect::{Selection, Selector};
+use super::loop_summary::LoopSummary;
 use super::outcome;
 use super::problems::Problem;
 use super::prompt::{Example, PromptBuilder, RagSpec};
@@ -18,7 +20,7 @@ use super::rounds::ToolPlan;
 use super::sample::{self, SamplePlan, Sampled};
 use super::tool_protocol::ToolProtocol;
 use super::trace::{self, Retrieved, RunKey, Trace, TraceLog, VoteEntry};
-use super::vote;
+use super::vote::Tally;
 
 pub(super) struct Arm<'a> {
     cfg: &'a SolveConfig,
@@ -126,7 +128,9 @@ impl<'a> Arm<'a> {
             task.inc(1);
         }
         drop(task);
-        Ok(report::tally(problems, &done, cfg.sampling.fallback))
+        let mut result = report::tally(problems, &done, cfg.sampling.fallback);
+        result.loop_summary = LoopSummary::of(cfg, problems, &done);
+        Ok(result)
     }
 
     /// Every problem as a query in one batched pass (length-sorted batches amortise the
@@ -155,11 +159,16 @@ impl<'a> Arm<'a> {
     /// the arm's time left. The trace line is returned, not yet written.
     pub fn solve_problem(&self, p: &Problem, query: &Query, left: usize) -> Result<Trace> {
         let t0 = Instant::now();
+        // This problem's share of the arm's time left, clamped by --problem-time.
+        let remaining = self.end.map(|e| e.saturating_duration_since(t0));
+        let planned = self.cfg.budget.problem_time.share(remaining, left);
+        let deadline = t0 + planned.unwrap_or(Duration::from_secs(10 * 365 * 24 * 3600));
         let mut prepared = self.prepare(p, &query.vector)?;
         prepared.retrieval_ms += query.embed_ms;
         let mut t = self.base_trace(p, &prepared, query.embed_ms);
+        t.planned_seconds = planned.map(|d| d.as_secs_f64());
         if !self.cfg.output.dry_run {
-            self.sample_and_vote(p, prepared, left, &mut t)?;
+            self.sample_and_vote(p, prepared, deadline, &mut t)?;
             outcome::mark(&mut t);
         }
         outcome::warn_dropped(self.res.progress.as_ref(), &t);
@@ -230,21 +239,15 @@ impl<'a> Arm<'a> {
         }
     }
 
-    /// Sample and vote; a context-length refusal is retried once with one example fewer.
+    /// Sample and vote (then, with `--select`, decide a split vote); a context-length refusal
+    /// is retried once with one example fewer.
     fn sample_and_vote(
         &self,
         p: &Problem,
         mut prep: Prepared,
-        left: usize,
+        deadline: Instant,
         t: &mut Trace,
     ) -> Result<()> {
-        let deadline = match self.end {
-            Some(end) => {
-                let now = Instant::now();
-                now + end.saturating_duration_since(now) / left.max(1) as u32
-            }
-            None => Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600),
-        };
         let mut sampled = self.sample(&prep, deadline);
         if sampled.context_overflow && !prep.examples.is_empty() {
             prep.fit.overflow_retries += 1;
@@ -257,8 +260,52 @@ impl<'a> Arm<'a> {
             sampled = self.sample(&prep, deadline);
         }
         t.fit = prep.fit;
+        let tally = sampled.tally.clone();
         self.record_vote(t, sampled);
+        self.note_logprobs(t);
+        self.select(p, t, &tally, deadline);
         self.record_protocol(t)
+    }
+
+    /// With `--select`: the selector's record, and its answer when it named one.
+    fn select(&self, p: &Problem, t: &mut Trace, tally: &Tally, deadline: Instant) {
+        let s = &self.cfg.sampling;
+        if s.select.selector == Selector::None || t.fallback {
+            return;
+        }
+        let selection = Selection {
+            client: &self.res.client,
+            config: &s.select,
+            system: s.system.as_deref(),
+            sampling: &s.params,
+            context: self.res.budget.as_ref().and_then(|b| b.context),
+            deadline,
+        };
+        t.select = selection.select(&p.problem, &t.samples, tally);
+        if let Some(chosen) = t.select.as_ref().and_then(|s| s.chosen) {
+            t.answer = Some(chosen);
+            t.correct = t.expected.map(|e| e == chosen);
+        }
+    }
+
+    /// Log-probs were asked for but none came (refused, or silently left out): said once per
+    /// run; the vote is then the majority (see `vote_rule` in the traces).
+    fn note_logprobs(&self, t: &Trace) {
+        let client = &self.res.client;
+        let asked = self.cfg.sampling.params.top_logprobs.is_some();
+        let answered = t.samples.iter().any(|s| s.text.is_some());
+        if !asked || !answered || t.samples.iter().any(|s| s.confidence.is_some()) {
+            return;
+        }
+        if client.first_logprobs_notice() {
+            let why = match client.logprobs_refused() {
+                Some(r) => format!("the server refused them ({r})"),
+                None => "the server returned none".into(),
+            };
+            self.res.progress.log(&format!(
+                "log-probs: {why}; samples get no entropy and the vote is unweighted by                  confidence (majority) for the rest of the run"
+            ));
+        }
     }
 
     /// With `--tools python`: what was offered to the server and whether it refused; a refusal
@@ -302,6 +349,8 @@ impl<'a> Arm<'a> {
             samples: s.samples,
             concurrency: s.concurrency,
             agreement: s.agreement,
+            stop_at: s.stop_at,
+            vote: s.vote,
             answer_range: s.answer_range.clone(),
             deadline,
             tools: ToolPlan {
@@ -319,17 +368,18 @@ impl<'a> Arm<'a> {
         t.fallback = verdict.is_none();
         t.answer = Some(verdict.map_or(self.cfg.sampling.fallback, |v| v.answer));
         t.correct = t.expected.map(|e| Some(e) == t.answer);
-        let weighted = s.tally.weighted();
-        t.vote = s
-            .tally
+        let (tally, weighted) = (&s.tally, s.tally.weighted());
+        t.vote = tally
             .counts
             .iter()
             .map(|c| VoteEntry {
                 answer: c.answer,
                 votes: c.votes,
-                weight: weighted.then_some(c.weight),
+                weight: weighted.then_some(tally.weight_of(c)),
+                mean_entropy: c.mean_entropy(),
             })
             .collect();
+        t.vote_rule = (tally.votes > 0).then(|| tally.applied().name().to_string());
         t.stopped = Some(s.stopped.to_string());
         t.samples = s.traces;
     }
@@ -359,7 +409,14 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
         agreement: s.agreement,
         answer_range: format!("{}..{}", s.answer_range.start(), s.answer_range.end()),
         fallback: s.fallback,
-        vote: vote::RULE.into(),
+        vote: s.vote.key(),
+        stop_at: (s.stop_at > 0).then_some(s.stop_at),
+        select: (s.select.selector != Selector::None).then(|| {
+            format!(
+                "{} below margin {}, {} candidates",
+                s.select.selector, s.select.margin, s.select.candidates
+            )
+        }),
         tools: tools.sandbox.as_ref().map(|sb| trace::ToolsKey {
             tool: "python".into(),
             python: sb.python.display().to_string(),

@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::client::{RetryPolicy, Sampling};
+use super::genselect::SelectConfig;
 use super::launch::LaunchSpec;
 use super::prompt::RagSpec;
 use super::sandbox::SandboxConfig;
+use super::time_share::ProblemTime;
 use super::tool_protocol::ToolProtocol;
+use super::vote::VoteRule;
 
 #[derive(Debug, Clone)]
 pub struct SolveConfig {
@@ -76,6 +79,12 @@ pub struct SamplingConfig {
     /// Stop once the leader holds this share of the planned samples (0: when it cannot be
     /// overtaken).
     pub agreement: f64,
+    /// `--stop-at N`: stop once N samples agree on an answer (0: off).
+    pub stop_at: usize,
+    /// `--vote`: how the samples' answers combine.
+    pub vote: VoteRule,
+    /// `--select`: what decides a split vote.
+    pub select: SelectConfig,
     pub answer_range: RangeInclusive<u64>,
     /// Answer written when no sample gave a valid one.
     pub fallback: u64,
@@ -122,6 +131,8 @@ pub struct BudgetConfig {
     /// Problems expected when they come one at a time (`--serve`, [`super::Solver`]): each may
     /// use (time left) / (problems left).
     pub expected_problems: usize,
+    /// `--problem-time MIN..MAX`: clamps each problem's share of the time left.
+    pub problem_time: ProblemTime,
 }
 
 impl BudgetConfig {

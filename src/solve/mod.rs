@@ -3,9 +3,11 @@
 //! ```text
 //! problems ─► (per arm) resume from traces ─► embed queries ─► per problem (Arm::solve_problem):
 //!     retrieve k neighbours ─► fit the prompt into the context ─► sample N (streamed,
-//!     cancellable; with --tools python each sample may stop at a code block, run it in its
-//!     sandbox and continue; with --think-budget a long thinking is closed for it) ─► weighted
-//!     vote ─► record a trace line ─► rewrite submission.csv
+//!     cancellable, with token log-probs; with --tools python each sample may stop at a code
+//!     block, run it in its sandbox and continue; with --think-budget a long thinking is closed
+//!     for it; --stop-at N agreeing answers ends it) ─► vote (--vote: majority, entropy,
+//!     count-then-entropy) ─► on a split vote, --select genselect ─► record a trace line ─►
+//!     rewrite submission.csv
 //! ```
 //!
 //! The retriever loads before a `--launch`ed server (which may take the GPU); `--time-budget`
@@ -16,13 +18,14 @@
 //!
 //! Modules, by room:
 //! - the run: config.rs (what a run is asked: server, sampling, retrieval, tools, budget,
-//!   output), duration.rs (`5h`, `90m`), resources.rs (what loads once), arm.rs (one retrieval
+//!   output), duration.rs (`5h`, `90m`), time_share.rs (each problem's share of the time,
+//!   `--problem-time`), resources.rs (what loads once), arm.rs (one retrieval
 //!   setting; `solve_problem`, the per-problem sequence, and the batch loop), solver.rs (the
 //!   one-problem-at-a-time API), serve.rs (`--serve`'s stdin/stdout loop), report.rs
 //!   (submission file, summary, `--json`, `--eval` table), problems.rs (reading `--input`,
 //!   finding its problem and id fields), preflight.rs (checks before the first problem: values,
 //!   the server, the model), outcome.rs (answered, fallback, out of time or failed; what a
-//!   re-run redoes).
+//!   re-run redoes), loop_summary.rs (vote rule, selector and time figures of an arm).
 //! - the prompt: retrieve.rs (neighbours), prompt.rs (messages, `--rag`), fit.rs (into the
 //!   server's context).
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
@@ -31,16 +34,20 @@
 //!   transcript.rs (fences, thinking tags, echoes in a sample's text), tool_protocol.rs
 //!   (`--tool-protocol`: the `tools` offer, its fallback, reading a call's code), sandbox/ (the
 //!   Python sandbox, its isolation layers and system calls).
-//! - the answer: answer.rs (the boxed integer), vote.rs (weights), trace.rs (trace lines, the
-//!   resume key).
+//! - the answer: answer.rs (the boxed integer), confidence.rs (token entropy from log-probs),
+//!   vote.rs (weights and `--vote` rules), genselect.rs (`--select genselect` for split votes),
+//!   trace.rs (trace lines, the resume key).
 
 pub mod answer;
 mod arm;
 pub mod client;
+pub mod confidence;
 pub mod config;
 pub mod duration;
 pub mod fit;
+pub mod genselect;
 pub mod launch;
+pub mod loop_summary;
 pub mod outcome;
 pub mod preflight;
 pub mod problems;
@@ -53,6 +60,7 @@ pub mod sample;
 pub mod sandbox;
 mod serve;
 pub mod solver;
+pub mod time_share;
 pub mod tool_protocol;
 pub mod trace;
 pub mod transcript;

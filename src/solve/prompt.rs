@@ -6,9 +6,33 @@ use serde::{Deserialize, Serialize};
 use super::client::{Message, Role};
 
 pub const DEFAULT_SYSTEM: &str = "detailed thinking on";
+/// The built-in user turn for the default `--answer-range 0..99999` (see
+/// [`default_user_template`]).
 pub const DEFAULT_USER_TEMPLATE: &str =
-    "{problem}\n\nSolve the problem. The final answer is a non-negative integer; \
-     put it inside \\boxed{}.";
+    "{problem}\n\nSolve the problem. The final answer is an integer from 0 to 99999; put it \
+     inside \\boxed{}.\nIf your result is above 99999, negative or not an integer, reduce it \
+     modulo 100000 only if the problem asks for that remainder; otherwise re-read the problem \
+     and check your work, since the intended answer lies in that range.";
+
+/// The built-in user turn: the answer format, the valid range, and what to do with a result
+/// beyond it. AIMO 3 problems ask for a remainder themselves when the true value is large, so
+/// the model is told not to reduce on its own.
+pub fn default_user_template(range: &std::ops::RangeInclusive<u64>) -> String {
+    let (lo, hi) = (*range.start(), *range.end());
+    if (lo, hi) == (0, 99999) {
+        return DEFAULT_USER_TEMPLATE.to_string();
+    }
+    let reduce = match (lo, hi.checked_add(1)) {
+        (0, Some(m)) => format!("reduce it modulo {m} only if the problem asks for that remainder"),
+        _ => "do not reduce it on your own".to_string(),
+    };
+    format!(
+        "{{problem}}\n\nSolve the problem. The final answer is an integer from {lo} to {hi}; put \
+         it inside \\boxed{{}}.\nIf your result is above {hi}, below {lo} or not an integer, \
+         {reduce}; otherwise re-read the problem and check your work, since the intended \
+         answer lies in that range."
+    )
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -193,5 +217,18 @@ mod tests {
         assert_eq!(roles, vec!["system", "user", "assistant", "user"]);
         assert!(m[3].content.starts_with("2+2?"));
         assert!(m[2].content.ends_with("\\boxed{2}."));
+    }
+
+    #[test]
+    fn the_default_template_names_the_range_and_when_to_reduce() {
+        let t = default_user_template(&(0..=99999));
+        assert_eq!(t, DEFAULT_USER_TEMPLATE);
+        assert!(t.starts_with("{problem}\n\n") && t.contains("\\boxed{}"));
+        assert!(t.contains("from 0 to 99999") && t.contains("modulo 100000 only if"));
+        let t = default_user_template(&(0..=999));
+        assert!(t.contains("from 0 to 999;") && t.contains("modulo 1000 only if"));
+        let t = default_user_template(&(1..=9));
+        assert!(t.contains("from 1 to 9;") && t.contains("do not reduce"));
+        assert_eq!(t.matches("{problem}").count(), 1);
     }
 }

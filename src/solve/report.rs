@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use super::config::SolveConfig;
 use super::outcome::{self, Outcomes};
+use super::loop_summary::LoopSummary;
 use super::problems::Problem;
 use super::prompt::RagSpec;
 use super::trace::Trace;
@@ -27,6 +28,8 @@ pub struct ArmResult {
     pub majority_correct: usize,
     /// Problems by status, and the examples that reached the model.
     pub outcomes: Outcomes,
+    /// Vote rule, log-probs, stops, selector and time per problem (serialisable).
+    pub loop_summary: LoopSummary,
 }
 
 /// What a run did, as `--json` prints it (one object on stdout) and the summary lines say.
@@ -161,6 +164,16 @@ pub(super) fn report(
             "warning: {} problems got no answer because the prompt did not fit the server's \
              context even after dropping examples; see `fit` in their traces",
             main.overflow_failures
+        );
+    }
+    let time = &main.loop_summary.time;
+    if time.problems.iter().any(|p| p.planned_seconds.is_some()) {
+        eprintln!(
+            "time: planned {:.1} s, used {:.1} s over {} problems (per problem in the traces' \
+             planned_seconds and seconds, and under --eval)",
+            time.planned_seconds,
+            time.used_seconds,
+            time.problems.len()
         );
     }
     if cfg.output.eval {
@@ -328,6 +341,12 @@ fn print_eval(results: &[(String, RagSpec, ArmResult)]) {
             share(r.majority_correct, r.scored),
             r.outcomes.sent_mean()
         );
+    }
+    println!("\nsolving loop:");
+    for (name, _, r) in results {
+        for line in r.loop_summary.eval_lines(name) {
+            println!("{line}");
+        }
     }
     println!("\nper source:");
     for (name, _, r) in results {

@@ -27,6 +27,7 @@ use std::time::Instant;
 use super::client::{
     Attempted, Client, Completion, FinishReason, Message, RequestedCall, Role, Sampling,
 };
+use super::confidence::TokenStats;
 use super::sandbox::{Sandbox, SandboxConfig};
 use super::tool_protocol::{self, ToolOffer, ToolProtocol};
 use super::trace::ToolCall;
@@ -69,6 +70,8 @@ pub struct Generated {
     pub rounds: usize,
     /// Every round failed before any text arrived.
     pub nothing: bool,
+    /// Token log-probabilities of every round.
+    pub logprobs: TokenStats,
 }
 
 enum Next {
@@ -219,6 +222,7 @@ impl Run<'_> {
     fn after_round(&mut self, c: Completion, prefill: &str, watcher: &Watcher) -> Next {
         self.out.nothing = false;
         self.out.rounds += 1;
+        self.out.logprobs.merge(&c.logprobs);
         self.out.prompt_tokens = c.prompt_tokens.or(self.out.prompt_tokens);
         let new = strip_echo(prefill, &round_text(&c, open_think(prefill))).to_string();
         let used = match (c.interrupted, c.completion_tokens) {
@@ -419,6 +423,7 @@ impl Run<'_> {
         self.out.text.push_str(CONCLUDE);
         if let Some(c) = a.completion {
             self.out.rounds += 1;
+            self.out.logprobs.merge(&c.logprobs);
             self.out
                 .text
                 .push_str(strip_echo(&prefill, &round_text(&c, false)));

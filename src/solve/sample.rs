@@ -16,7 +16,7 @@ use super::client::{Attempted, Client, FinishReason, Message, Sampling};
 use super::rounds::{self, ToolPlan};
 use super::trace::SampleTrace;
 use super::transcript;
-use super::vote::{self, Tally};
+use super::vote::{self, Tally, VoteRule};
 
 /// What one problem's sampling asks for.
 #[derive(Debug, Clone)]
@@ -25,6 +25,9 @@ pub struct SamplePlan {
     pub samples: usize,
     pub concurrency: usize,
     pub agreement: f64,
+    /// `--stop-at N`: stop once N samples agree (0: off).
+    pub stop_at: usize,
+    pub vote: VoteRule,
     pub answer_range: RangeInclusive<u64>,
     pub deadline: Instant,
     pub tools: ToolPlan,
@@ -44,7 +47,7 @@ pub struct Sampled {
     /// Finished samples, in sample order.
     pub traces: Vec<SampleTrace>,
     pub tally: Tally,
-    /// `all samples`, `settled`, `deadline` or `context overflow`.
+    /// `all samples`, `settled`, `stop-at`, `deadline` or `context overflow`.
     pub stopped: &'static str,
     pub context_overflow: bool,
 }
@@ -89,7 +92,7 @@ fn collect(
 ) -> Sampled {
     let mut out = Sampled {
         traces: Vec::new(),
-        tally: Tally::new(plan.max_weight()),
+        tally: Tally::with_rule(plan.max_weight(), plan.vote),
         stopped: "all samples",
         context_overflow: false,
     };
@@ -109,7 +112,8 @@ fn collect(
         };
         let overflow = t.errors.iter().any(|e| e.starts_with(OVERFLOW));
         if let Some(a) = t.answer {
-            out.tally.add(a, t.weight);
+            let entropy = t.confidence.as_ref().and_then(|c| c.mean_entropy);
+            out.tally.add_scored(a, t.weight, entropy);
         }
         out.traces.push(t);
         if overflow {
@@ -117,6 +121,9 @@ fn collect(
             break "context overflow";
         }
         let remaining = plan.samples - out.traces.len();
+        if remaining > 0 && out.tally.agreed(plan.stop_at) {
+            break "stop-at";
+        }
         if remaining > 0 && out.tally.settled(remaining, plan.samples, plan.agreement) {
             break "settled";
         }
@@ -214,6 +221,7 @@ impl SampleWorker {
         t.finish_reason = c.finish_reason.clone();
         t.prompt_tokens = c.prompt_tokens;
         t.completion_tokens = c.completion_tokens;
+        t.confidence = c.logprobs.summary();
         t
     }
 
@@ -241,6 +249,7 @@ impl SampleWorker {
             finish_reason: g.finish_reason,
             prompt_tokens: g.prompt_tokens,
             completion_tokens: g.completion_tokens,
+            confidence: g.logprobs.summary(),
             ..Default::default()
         };
         if g.nothing {

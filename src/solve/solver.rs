@@ -149,7 +149,8 @@ impl Solver {
             load_seconds: self.res.load_seconds,
             loads: 1,
             position,
-            allowed_seconds: allowed,
+            // The share as --problem-time clamped it, when there is a budget.
+            allowed_seconds: t.planned_seconds.or(allowed),
         });
         t.seconds = t0.elapsed().as_secs_f64();
         self.log.append(&t)?;

@@ -10,6 +10,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use super::client::{FinishReason, Message, Sampling};
+use super::confidence::Confidence;
+use super::genselect::SelectTrace;
 use super::prompt::RagSpec;
 use super::sandbox::SandboxInfo;
 
@@ -31,6 +33,12 @@ pub struct RunKey {
     /// How samples are weighed in the vote (earlier versions: a plain majority).
     #[serde(default = "majority")]
     pub vote: String,
+    /// `--stop-at N` (earlier versions: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_at: Option<usize>,
+    /// `--select` and its threshold and candidates (earlier versions: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<String>,
     /// `--tools python` and its settings.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<ToolsKey>,
@@ -135,6 +143,9 @@ pub struct SampleTrace {
     /// Requests this sample made (tool continuations and the conclusion are rounds).
     #[serde(default, skip_serializing_if = "is_zero_or_one")]
     pub rounds: usize,
+    /// Mean token entropy and log-probability, when the server returned log-probs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<Confidence>,
 }
 
 fn one() -> f64 {
@@ -176,9 +187,13 @@ pub struct ToolCall {
 pub struct VoteEntry {
     pub answer: u64,
     pub votes: usize,
-    /// Summed sample weights, shown when any sample weighed other than 1.
+    /// Summed sample weights under the problem's vote rule, shown when any sample weighed
+    /// other than 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weight: Option<f64>,
+    /// Mean token entropy of this answer's samples, when they all had log-probs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mean_entropy: Option<f64>,
 }
 
 /// One line of traces.jsonl.
@@ -203,6 +218,12 @@ pub struct Trace {
     pub samples: Vec<SampleTrace>,
     #[serde(default)]
     pub vote: Vec<VoteEntry>,
+    /// The rule the vote applied (`majority` when an entropy rule lacked log-probs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vote_rule: Option<String>,
+    /// `--select`: what the selector did with this problem's vote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub select: Option<SelectTrace>,
     pub answer: Option<u64>,
     #[serde(default)]
     pub fallback: bool,
@@ -219,6 +240,9 @@ pub struct Trace {
     pub source: Option<String>,
     #[serde(default)]
     pub seconds: f64,
+    /// Seconds this problem was given (its clamped share of the time left), with a budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_seconds: Option<f64>,
     /// With `--tools python`: the interpreter, numpy/sympy and what the sandbox isolates here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxInfo>,

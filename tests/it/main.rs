@@ -17,5 +17,6 @@ mod plot;
 mod plot_html;
 mod solve;
 mod solve_failures;
+mod solve_loop;
 mod solve_tool_calls;
 mod solve_tools;

@@ -19,6 +19,7 @@ mod wire;
 use serde_json::Value;
 use std::io::{BufReader, Read};
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 pub use calls::MAX_CALLS_PER_REPLY;
@@ -43,6 +44,10 @@ pub struct Client {
     endpoint: String,
     model: String,
     transport: Transport,
+    /// The server's refusal of `logprobs`, shared by every clone: asked once, then never again.
+    logprobs_refused: Arc<Mutex<Option<String>>>,
+    /// The run was told that log-probs are missing (said once, whatever the clone).
+    logprobs_told: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Client {
@@ -61,7 +66,21 @@ impl Client {
             endpoint: endpoint.trim_end_matches('/').to_string(),
             model: model.to_string(),
             transport: Transport::new(api_key, retry),
+            logprobs_refused: Arc::default(),
+            logprobs_told: Arc::default(),
         }
+    }
+
+    /// True the first time only: the missing log-probs are reported once per run.
+    pub fn first_logprobs_notice(&self) -> bool {
+        !self
+            .logprobs_told
+            .swap(true, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why the server refused `logprobs`, if it did (requests go without them since).
+    pub fn logprobs_refused(&self) -> Option<String> {
+        self.logprobs_refused.lock().ok()?.clone()
     }
 
     pub fn endpoint(&self) -> &str {
@@ -107,6 +126,7 @@ impl Client {
             messages,
             tools,
             sampling,
+            logprobs: true,
         };
         self.transport.retry(deadline, cancel, |timeout| {
             self.attempt(&ask, timeout, cancel, &mut *watch)
@@ -122,6 +142,10 @@ impl Client {
         watch: Watch,
     ) -> Result<Completion, Failure> {
         let url = format!("{}/chat/completions", self.endpoint);
+        let ask = &Ask {
+            logprobs: ask.logprobs && self.logprobs_refused().is_none(),
+            ..*ask
+        };
         let resp = self
             .transport
             .post(&url, &ask.body(&self.model), timeout)
@@ -135,6 +159,14 @@ impl Client {
         let reader = resp.into_body().into_reader().take(MAX_RESPONSE_BYTES);
         if !(200..300).contains(&status) {
             let text = transport::read_text(reader, status)?;
+            let asked = ask.logprobs && ask.sampling.top_logprobs.is_some();
+            if asked && transport::is_logprobs_error(status, &text) {
+                // Remembered for the whole run; this request goes again at once without them.
+                if let Ok(mut r) = self.logprobs_refused.lock() {
+                    r.get_or_insert_with(|| format!("HTTP {status}: {}", clip(&text)));
+                }
+                return self.attempt(ask, timeout, cancel, watch);
+            }
             return Err(transport::failure_of(status, &text, ask.tools.is_some()));
         }
         let mut completion = if event_stream {

@@ -81,6 +81,9 @@ fn apply_event(v: &Value, c: &mut Completion, calls: &mut CallParts) -> Result<b
     if let Some(f) = text_field(choice, "finish_reason") {
         c.finish_reason = Some(f.into());
     }
+    if let Some(lp) = choice.get("logprobs") {
+        c.logprobs.add_logprobs(lp);
+    }
     let mut fragments = false;
     for call in delta
         .get("tool_calls")
@@ -113,6 +116,9 @@ pub(super) fn parse_whole(text: &str) -> Result<Completion, Failure> {
         finish_reason: text_field(choice, "finish_reason").map(Into::into),
         ..Default::default()
     };
+    if let Some(lp) = choice.get("logprobs") {
+        c.logprobs.add_logprobs(lp);
+    }
     if let Some(calls) = message.get("tool_calls").and_then(Value::as_array) {
         let mut parts = CallParts::default();
         for (i, call) in calls.iter().enumerate() {

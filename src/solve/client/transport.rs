@@ -252,6 +252,14 @@ fn is_tools_error(status: u16, text: &str) -> bool {
     status >= 400 && !matches!(status, 408 | 429) && (t.contains("tool") || t.contains("jinja"))
 }
 
+/// A refusal of `logprobs` / `top_logprobs` (a server or model without them): a client error
+/// naming them. Rate limits and server errors are not refusals.
+pub(super) fn is_logprobs_error(status: u16, text: &str) -> bool {
+    (400..500).contains(&status)
+        && !matches!(status, 408 | 429)
+        && text.to_ascii_lowercase().contains("logprob")
+}
+
 /// Words servers use when a prompt does not fit (vLLM: "maximum context length"; llama.cpp:
 /// "exceeds the available context size"; others: "context length", "too many tokens").
 pub(super) fn is_context_error(text: &str) -> bool {

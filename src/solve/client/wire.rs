@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::solve::confidence::TokenStats;
+
 /// Who speaks a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -88,6 +90,10 @@ pub struct Sampling {
     pub temperature: f64,
     pub top_p: f64,
     pub max_tokens: usize,
+    /// Ask for token log-probabilities with this many alternatives per token
+    /// (`logprobs: true, top_logprobs: K`); None asks for none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_logprobs: Option<usize>,
 }
 
 /// Why a generation ended: the server's `finish_reason`, or ours when we ended it.
@@ -158,6 +164,9 @@ pub struct Completion {
     /// Tool calls beyond [`super::MAX_CALLS_PER_REPLY`], dropped.
     #[serde(skip_serializing_if = "is_zero")]
     pub dropped_calls: usize,
+    /// Sums over the token log-probabilities that came with the reply (none: all zero).
+    #[serde(skip)]
+    pub logprobs: TokenStats,
 }
 
 fn is_zero(n: &usize) -> bool {
@@ -193,6 +202,8 @@ pub(super) struct Ask<'a> {
     /// An OpenAI `tools` array to offer.
     pub tools: Option<&'a Value>,
     pub sampling: &'a Sampling,
+    /// Send `sampling.top_logprobs` (false once the server refused log-probs).
+    pub logprobs: bool,
 }
 
 impl Ask<'_> {
@@ -218,6 +229,10 @@ impl Ask<'_> {
         {
             body["continue_final_message"] = true.into();
             body["add_generation_prompt"] = false.into();
+        }
+        if let Some(k) = self.sampling.top_logprobs.filter(|_| self.logprobs) {
+            body["logprobs"] = true.into();
+            body["top_logprobs"] = k.into();
         }
         if let Some(tools) = self.tools {
             body["tools"] = tools.clone();

@@ -258,3 +258,37 @@ pub fn stalling_endpoint() -> String {
     });
     url
 }
+
+/// The OpenAI `logprobs` object of `tokens` tokens, each chosen with log-probability `top[0]`
+/// among alternatives with log-probabilities `top` (so its renormalised entropy is that of
+/// `top`).
+pub fn logprobs(tokens: usize, top: &[f64]) -> serde_json::Value {
+    let alternatives: Vec<serde_json::Value> = top
+        .iter()
+        .enumerate()
+        .map(|(i, lp)| serde_json::json!({"token": format!("t{i}"), "logprob": lp, "bytes": [116]}))
+        .collect();
+    let token = serde_json::json!({"token": "t0", "logprob": top[0], "bytes": [116], "top_logprobs": alternatives});
+    serde_json::json!({"content": vec![token; tokens]})
+}
+
+/// A non-streamed completion of `text` whose `tokens` tokens carry log-probs (see [`logprobs`]).
+pub fn completion_with_logprobs(text: &str, tokens: usize, top: &[f64]) -> Reply {
+    Reply::Raw(
+        serde_json::json!({
+            "id": "cmpl-test", "object": "chat.completion",
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                "logprobs": logprobs(tokens, top), "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 100, "completion_tokens": tokens, "total_tokens": 100 + tokens}
+        })
+        .to_string(),
+    )
+}
+
+/// One SSE chunk carrying `content` and the log-probs of its one token (as llama.cpp and vLLM
+/// stream them: `choices[0].logprobs.content`).
+pub fn delta_with_logprobs(content: &str, top: &[f64]) -> String {
+    serde_json::json!({"choices": [{"index": 0, "delta": {"content": content},
+        "logprobs": logprobs(1, top), "finish_reason": null}]})
+    .to_string()
+}
