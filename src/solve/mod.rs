@@ -20,8 +20,10 @@
 //!   setting; `solve_problem`, the per-problem sequence, and the batch loop), solver.rs (the
 //!   one-problem-at-a-time API), serve.rs (`--serve`'s stdin/stdout loop), report.rs
 //!   (submission file, summary, `--eval` table), problems.rs (reading `--input`).
-//! - the prompt: retrieve.rs (neighbours), prompt.rs (messages, `--rag`), fit.rs (into the
-//!   server's context).
+//! - the prompt: retrieve.rs (neighbours), exclude.rs (`--exclude`: twins of the test
+//!   problems), memory.rs (memory forms: what a neighbour shows), prompt.rs (messages, `--rag`),
+//!   fit.rs (into the server's context). distill.rs (`solve distill`) writes the insights the
+//!   `insight` form shows.
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
 //!   launch.rs (`--launch`), sample.rs (N samples, C in flight, early stop), rounds.rs (the
 //!   rounds of one sample: code blocks, tool calls, tool outputs, the thinking budget),
@@ -35,9 +37,12 @@ pub mod answer;
 mod arm;
 pub mod client;
 pub mod config;
+pub mod distill;
 pub mod duration;
+pub mod exclude;
 pub mod fit;
 pub mod launch;
+pub mod memory;
 pub mod problems;
 pub mod prompt;
 mod report;
@@ -63,8 +68,8 @@ use arm::Arm;
 use resources::Resources;
 
 pub use config::{
-    BudgetConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig, ServerConfig, SolveConfig,
-    ToolsConfig,
+    BudgetConfig, ExcludeConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig,
+    ServerConfig, SolveConfig, ToolsConfig,
 };
 pub use duration::parse_duration;
 pub use problems::read_problems;

@@ -12,6 +12,7 @@ mod index;
 mod ingest;
 mod llama_server;
 mod long_inputs;
+mod memory;
 mod plot;
 mod plot_html;
 mod solve;
