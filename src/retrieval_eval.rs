@@ -47,8 +47,11 @@ struct Query {
     label: String,
 }
 
+/// Every query's (id, text), labelled or not: what the twin count looks at.
+type IdTexts = Vec<(String, String)>;
+
 /// The labelled queries, and every query's (id, text) for the twin count.
-fn read_queries(path: &Path, label: &str) -> Result<(Vec<Query>, Vec<(String, String)>)> {
+fn read_queries(path: &Path, label: &str) -> Result<(Vec<Query>, IdTexts)> {
     let mut out = Vec::new();
     let mut all = Vec::new();
     for record in crate::corpus::records_with_ids(path) {

@@ -183,6 +183,17 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_template_is_the_default() {
+        let docs = include_str!("../../../docs/memory.md");
+        for line in DEFAULT_TEMPLATE.lines().filter(|l| !l.is_empty()) {
+            assert!(
+                docs.contains(&format!("  {line}\n")),
+                "docs/memory.md lacks {line:?}"
+            );
+        }
+    }
+
+    #[test]
     fn thinking_is_stripped_and_length_capped() {
         let (t, cut) = clean(
             &reply("<think>long musing</think>\n Key idea: pair terms. \n\n"),
