@@ -1,7 +1,9 @@
 //! `embed eval-retrieval`: are the neighbours any good? For labelled queries, the share of the k
 //! neighbours that share the query's label (label precision@k), the mean reciprocal rank of the
 //! first same-label neighbour, and the near-duplicate rate (possible leakage), for the embedding
-//! index beside a lexical BM25 baseline and random neighbours on the same corpus.
+//! index beside a lexical BM25 baseline and random neighbours on the same corpus; and how many
+//! queries have a twin in the corpus (the same problem: same id, same normalised text or word
+//! 5-gram overlap, as `solve --exclude` judges it).
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -10,6 +12,7 @@ use std::path::Path;
 
 use crate::encoder::TextKind;
 use crate::index::Index;
+use crate::solve::exclude::{TwinCounts, TwinIndex};
 
 /// Ranks searched for the first same-label neighbour (reciprocal rank 0 beyond it).
 const MRR_DEPTH: usize = 100;
@@ -30,6 +33,12 @@ pub struct RetrievalReport {
     pub label: String,
     pub duplicate_threshold: f32,
     pub methods: Vec<MethodScores>,
+    /// Queries (all, labelled or not) whose problem is in the corpus.
+    pub queries_with_twin: usize,
+    /// Those queries by the first test their twin passed.
+    pub twins: TwinCounts,
+    /// Word 5-gram Jaccard overlap at or above which a record is the query's twin.
+    pub twin_overlap: f64,
 }
 
 struct Query {
@@ -38,14 +47,20 @@ struct Query {
     label: String,
 }
 
-fn read_queries(path: &Path, label: &str) -> Result<Vec<Query>> {
+/// Every query's (id, text), labelled or not: what the twin count looks at.
+type IdTexts = Vec<(String, String)>;
+
+/// The labelled queries, and every query's (id, text) for the twin count.
+fn read_queries(path: &Path, label: &str) -> Result<(Vec<Query>, IdTexts)> {
     let mut out = Vec::new();
+    let mut all = Vec::new();
     for record in crate::corpus::records_with_ids(path) {
         let (loc, id, fields) = record?;
         let text = crate::corpus::field_as_text(&fields, "problem")
             .or_else(|| crate::corpus::field_as_text(&fields, "text"))
             .filter(|t| !t.trim().is_empty())
             .with_context(|| format!("{loc}: missing \"problem\" (or \"text\")"))?;
+        all.push((id.clone(), text.clone()));
         // Queries without a label cannot be scored; they are skipped, not guessed.
         if let Some(l) = crate::corpus::field_as_text(&fields, label) {
             out.push(Query { id, text, label: l });
@@ -54,7 +69,24 @@ fn read_queries(path: &Path, label: &str) -> Result<Vec<Query>> {
     if out.is_empty() {
         bail!("{}: no query has a {label:?} field", path.display());
     }
-    Ok(out)
+    Ok((out, all))
+}
+
+/// How many of `queries` have a twin among the corpus records, by kind.
+fn count_twins(
+    ids: &[String],
+    texts: &[String],
+    queries: &[(String, String)],
+    overlap: f64,
+) -> (usize, TwinCounts) {
+    let corpus = TwinIndex::new(ids.iter().cloned().zip(texts.iter().cloned()), overlap);
+    let mut counts = TwinCounts::default();
+    for (id, text) in queries {
+        if let Some(m) = corpus.find(id, text) {
+            counts.add(&m.why);
+        }
+    }
+    (counts.total(), counts)
 }
 
 /// Lowercased alphanumeric words (LaTeX commands become words too, which suits math text).
@@ -208,20 +240,32 @@ fn random_rows(
     out
 }
 
+/// What `evaluate` measures against which threshold.
+#[derive(Debug, Clone)]
+pub struct Thresholds {
+    /// Cosine at or above which a neighbour is a near-duplicate.
+    pub duplicate: f32,
+    /// Word 5-gram Jaccard overlap at or above which a record is a query's twin.
+    pub twin_overlap: f64,
+}
+
 pub fn evaluate(
     index_dir: &Path,
     queries_path: &Path,
     k: usize,
     label: &str,
-    duplicate_threshold: f32,
+    thresholds: &Thresholds,
     model: Option<&str>,
 ) -> Result<RetrievalReport> {
+    let duplicate_threshold = thresholds.duplicate;
     if k == 0 {
         bail!("-k must be at least 1");
     }
     let index = Index::load(index_dir)?;
     let Columns { ids, labels, texts } = columns(&index.records()?, label)?;
-    let queries = read_queries(queries_path, label)?;
+    let (queries, all_queries) = read_queries(queries_path, label)?;
+    let (queries_with_twin, twins) =
+        count_twins(&ids, &texts, &all_queries, thresholds.twin_overlap);
     let encoder = crate::index::query_encoder(&index.manifest, model, crate::encoder::Device::Cpu)?;
     let qtexts: Vec<&str> = queries.iter().map(|q| q.text.as_str()).collect();
     let vectors = encoder.encode(&qtexts, TextKind::Query)?.vectors;
@@ -274,6 +318,9 @@ pub fn evaluate(
         label: label.to_string(),
         duplicate_threshold,
         methods,
+        queries_with_twin,
+        twins,
+        twin_overlap: thresholds.twin_overlap,
     })
 }
 
@@ -296,4 +343,14 @@ pub fn print_table(r: &RetrievalReport) {
             m.method, m.precision_at_k, m.mrr, dup
         );
     }
+    println!(
+        "twins: {} queries have the same problem in the corpus ({}){}",
+        r.queries_with_twin,
+        r.twins.describe(r.twin_overlap),
+        if r.queries_with_twin > 0 {
+            "; leave them out of a solve evaluation with `solve --exclude QUERIES`"
+        } else {
+            ""
+        }
+    );
 }

@@ -21,6 +21,11 @@ pub struct EvalRetrievalArgs {
     /// Cosine at or above which a neighbour counts as a near-duplicate (possible leakage).
     #[arg(long, default_value_t = 0.95)]
     pub duplicate_threshold: f32,
+    /// Word 5-gram Jaccard overlap at or above which a corpus record is a query's twin (the
+    /// same problem), as `solve --exclude-overlap`; same ids and same normalised texts are
+    /// twins too.
+    #[arg(long, default_value_t = crate::solve::exclude::DEFAULT_OVERLAP)]
+    pub twin_overlap: f64,
     /// Model folder, if it moved since the index was built.
     #[arg(long)]
     pub model: Option<String>,
@@ -34,7 +39,10 @@ pub fn run(a: EvalRetrievalArgs) -> Result<()> {
         &a.queries,
         a.k,
         &a.label,
-        a.duplicate_threshold,
+        &crate::retrieval_eval::Thresholds {
+            duplicate: a.duplicate_threshold,
+            twin_overlap: a.twin_overlap,
+        },
         a.model.as_deref(),
     )?;
     if a.json {

@@ -1,6 +1,7 @@
 //! The command line: argument structs (one file per command) and the glue that turns them into
 //! library calls. Nothing outside this folder and src/bin/ knows about clap or progress bars.
 
+pub mod distill;
 pub mod encode;
 pub mod eval;
 pub mod extract;

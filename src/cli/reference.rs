@@ -85,7 +85,10 @@ fn render_command(cmd: &Command, root: &Command, out: &mut String) {
             let _ = writeln!(out, "- [`{sub_path}`](#{})", anchor(&sub_path));
         }
         out.push('\n');
-        return;
+        // A command that also runs without a subcommand (`solve`) has flags of its own.
+        if !cmd.get_arguments().any(shown) {
+            return;
+        }
     }
     let usage = cmd.clone().render_usage().to_string();
     let usage = usage.trim_start_matches("Usage:").trim();
@@ -269,7 +272,10 @@ mod tests {
             cmd.build();
             let mut all = Vec::new();
             collect(&cmd, &mut all);
-            for c in all.iter().filter(|c| is_leaf(c)) {
+            for c in all
+                .iter()
+                .filter(|c| is_leaf(c) || c.get_arguments().any(shown))
+            {
                 let path = c.get_bin_name().unwrap_or(c.get_name());
                 assert!(text.contains(&format!("## `{path}`")) || c.get_name() == cmd.get_name());
                 for arg in c.get_arguments().filter(|a| shown(a)) {

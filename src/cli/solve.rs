@@ -20,8 +20,8 @@ use crate::solve::time_share::ProblemTime;
 use crate::solve::tool_protocol::ToolProtocol;
 use crate::solve::vote::VoteRule;
 use crate::solve::{
-    parse_duration, BudgetConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig,
-    ServerConfig, SolveConfig, ToolsConfig,
+    parse_duration, BudgetConfig, ExcludeConfig, Input, OutputConfig, RetrievalConfig,
+    SamplingConfig, ServerConfig, SolveConfig, ToolsConfig,
 };
 
 /// `--tools`: what the model may run.
@@ -42,9 +42,15 @@ crate::named_enum!(Tools { None => "none", Python => "python" });
     long_about = "For each problem: retrieve the k nearest solved problems from an exemplar index, \
                   put them in front of the model as few-shot examples, sample N completions, \
                   extract the integer in the last \\boxed{}, vote, and write submission.csv \
-                  (id,answer) plus traces.jsonl. Re-running with the same --out resumes."
+                  (id,answer) plus traces.jsonl. Re-running with the same --out resumes. \
+                  `solve distill` turns a solved-problem corpus into condensed memories for \
+                  --rag format=insight.",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
 pub struct SolveArgs {
+    #[command(subcommand)]
+    pub command: Option<SolveCommand>,
     /// Problems: .csv, .jsonl or .parquet with `id` and `problem` (an `answer` column enables
     /// --eval). Not used with --serve.
     #[arg(long, required_unless_present = "serve")]
@@ -66,6 +72,12 @@ pub struct SolveArgs {
     pub tool: ToolArgs,
     #[command(flatten)]
     pub run: RunArgs,
+}
+
+/// `solve SUBCOMMAND`; without one, `solve` solves problems.
+#[derive(clap::Subcommand, Debug)]
+pub enum SolveCommand {
+    Distill(super::distill::DistillArgs),
 }
 
 /// The model server and how requests reach it.
@@ -183,8 +195,13 @@ pub struct RetrievalArgs {
     /// Index built by `embed index build` (needed unless --rag k=0).
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context]`; k=0 is the
-    /// no-retrieval control. exclude-above drops near-duplicates of the problem itself.
+    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context|problem|insight]`;
+    /// k=0 is the no-retrieval control. exclude-above drops hits scoring above it
+    /// (near-duplicates of the problem itself). format: `chat` (each neighbour's problem and
+    /// solution as a user/assistant turn), `context` (the same in one reference block),
+    /// `problem` (problems and final answers, no solutions), `insight` (problems and the
+    /// memories `solve distill` wrote; a record without one is sent as `problem`). For
+    /// reasoning models keep k at 1-3 (docs/memory.md).
     #[arg(long, default_value = "k=4")]
     pub rag: RagSpec,
     /// Also run this retrieval setting (e.g. k=0) on the same problems and budget, for --eval.
@@ -196,6 +213,16 @@ pub struct RetrievalArgs {
     /// Device for query embedding.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
+    /// Never retrieve the problems of this file (ids and texts: csv, jsonl or parquet, usually
+    /// the --input): an index record with the same id, the same normalised text (case,
+    /// punctuation and spacing folded) or a word 5-gram overlap of at least --exclude-overlap
+    /// is left out of every retrieval; how many is logged and traced.
+    #[arg(long, value_name = "FILE")]
+    pub exclude: Option<PathBuf>,
+    /// Word 5-gram Jaccard overlap at or above which an index record is the same problem as
+    /// one of --exclude (1 = identical n-grams only).
+    #[arg(long, default_value_t = crate::solve::exclude::DEFAULT_OVERLAP)]
+    pub exclude_overlap: f64,
 }
 
 /// Code execution and the thinking budget.
@@ -322,6 +349,9 @@ fn check_counts(a: &SolveArgs) -> Result<()> {
 pub fn run(a: SolveArgs) -> Result<()> {
     // The time budget counts from here: model and index loading and the launch included.
     let started = Instant::now();
+    if let Some(SolveCommand::Distill(d)) = a.command {
+        return super::distill::run(d, started);
+    }
     check_counts(&a)?;
     let (r, run) = (&a.retrieval, &a.run);
     let cfg = SolveConfig {
@@ -342,6 +372,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
             compare_rag: r.compare_rag.clone(),
             embed_model: r.embed_model.clone(),
             device: r.device,
+            exclude: exclude_config(r)?,
         },
         tools: ToolsConfig {
             sandbox: sandbox_config(&a.tool)?,
@@ -373,9 +404,23 @@ pub fn run(a: SolveArgs) -> Result<()> {
     summary.check()
 }
 
+/// `--exclude FILE --exclude-overlap J`, checked.
+fn exclude_config(r: &RetrievalArgs) -> Result<Option<ExcludeConfig>> {
+    if !(0.0..=1.0).contains(&r.exclude_overlap) {
+        bail!(
+            "--exclude-overlap {}: expected a share between 0 and 1",
+            r.exclude_overlap
+        );
+    }
+    Ok(r.exclude.as_ref().map(|p| ExcludeConfig {
+        problems: p.clone(),
+        overlap: r.exclude_overlap,
+    }))
+}
+
 /// The server, its credentials and how requests to it are retried; a launched server logs
 /// beside `out`.
-fn server_config(a: &ServerArgs, out: &Path) -> ServerConfig {
+pub(super) fn server_config(a: &ServerArgs, out: &Path) -> ServerConfig {
     ServerConfig {
         endpoint: a
             .endpoint

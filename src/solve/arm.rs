@@ -35,6 +35,7 @@ pub(super) struct Arm<'a> {
 /// A problem's prompt, ready to send.
 struct Prepared {
     examples: Vec<Example>,
+    excluded: Vec<super::retrieve::Excluded>,
     messages: Vec<Message>,
     fit: trace::PromptFit,
     retrieval_ms: f64,
@@ -128,9 +129,37 @@ impl<'a> Arm<'a> {
             task.inc(1);
         }
         drop(task);
+        self.log_memory_counts(&done);
         let mut result = report::tally(problems, &done, cfg.sampling.fallback);
         result.loop_summary = LoopSummary::of(cfg, problems, &done);
         Ok(result)
+    }
+
+    /// The run's count of hits left out as the same problem, and of neighbours sent as
+    /// `problem` for want of an insight.
+    fn log_memory_counts(&self, done: &BTreeMap<String, Trace>) {
+        let excluded: usize = done.values().map(|t| t.excluded.len()).sum();
+        let with = done.values().filter(|t| !t.excluded.is_empty()).count();
+        if excluded > 0 {
+            self.res.progress.log(&format!(
+                "{}: {excluded} retrieved hits left out as the same problem (--exclude twins, \
+                 exclude-above) for {with} of {} problems; see \"excluded\" in the traces",
+                self.name,
+                done.len()
+            ));
+        }
+        if self.spec.format == super::prompt::RagFormat::Insight {
+            let all = done.values().flat_map(|t| &t.retrieved);
+            let (sent, fell) = all.fold((0, 0), |(n, f), r| (n + 1, f + r.no_insight as usize));
+            if fell > 0 {
+                self.res.progress.log(&format!(
+                    "{}: format=insight: {fell} of {sent} neighbours had no insight and were sent \
+                     as format=problem (run `solve distill` on the corpus, then extract and \
+                     index it again)",
+                    self.name
+                ));
+            }
+        }
     }
 
     /// Every problem as a query in one batched pass (length-sorted batches amortise the
@@ -179,10 +208,11 @@ impl<'a> Arm<'a> {
     /// Retrieve, then fit the prompt into the server's context.
     fn prepare(&self, p: &Problem, query: &[f32]) -> Result<Prepared> {
         let t0 = Instant::now();
-        let examples = match &self.res.retriever {
-            Some(r) => r.retrieve(query, self.spec),
-            None => Vec::new(),
+        let retrieval = match &self.res.retriever {
+            Some(r) => r.retrieve_traced(query, self.spec),
+            None => Default::default(),
         };
+        let (examples, excluded) = (retrieval.examples, retrieval.excluded);
         let builder = self.builder();
         let max_tokens = self.cfg.sampling.params.max_tokens;
         let (messages, examples, fit) = match &self.res.budget {
@@ -197,6 +227,7 @@ impl<'a> Arm<'a> {
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Prepared {
             examples,
+            excluded,
             messages,
             fit,
             retrieval_ms: ms,
@@ -225,8 +256,10 @@ impl<'a> Arm<'a> {
                 .map(|e| Retrieved {
                     id: e.id.clone(),
                     score: e.score,
+                    no_insight: e.sent_as(self.spec.format) != self.spec.format,
                 })
                 .collect(),
+            excluded: prep.excluded.clone(),
             retrieval_ms: prep.retrieval_ms,
             query_embed_ms: embed_ms,
             search_prompt_ms: prep.search_ms,
@@ -427,5 +460,17 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
             memory_mib: sb.memory_bytes >> 20,
         }),
         think_budget: tools.think_budget,
+        exclude: exclude_key(cfg, spec)?,
     })
+}
+
+/// `--exclude` changes which neighbours a retrieving arm may get.
+fn exclude_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<Option<trace::ExcludeKey>> {
+    match (&cfg.retrieval.exclude, spec.k > 0) {
+        (Some(ex), true) => Ok(Some(trace::ExcludeKey {
+            problems_sha256: crate::fsio::hash_file(&ex.problems)?.sha256,
+            overlap: ex.overlap,
+        })),
+        _ => Ok(None),
+    }
 }

@@ -101,6 +101,17 @@ pub struct RetrievalConfig {
     /// Embedding model folder, if it moved since the index was built.
     pub embed_model: Option<String>,
     pub device: crate::encoder::Device,
+    /// `--exclude`: records that are the same problem as one of these are never retrieved.
+    pub exclude: Option<ExcludeConfig>,
+}
+
+/// `--exclude FILE --exclude-overlap J`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExcludeConfig {
+    /// A problems file (ids and texts).
+    pub problems: PathBuf,
+    /// Word n-gram Jaccard overlap at or above which a record is the same problem.
+    pub overlap: f64,
 }
 
 impl RetrievalConfig {

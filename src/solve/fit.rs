@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::client::{Client, Message, Role};
 use super::preflight::bounded;
-use super::prompt::{Example, PromptBuilder};
+use super::prompt::{Example, PromptBuilder, RagFormat};
 use super::trace::PromptFit;
 
 /// Tokens kept free beyond prompt + max_tokens: chat-template tokens a count may miss.
@@ -132,7 +132,7 @@ impl PromptBudget {
                 return Ok((messages, examples, fit));
             }
             let excess = fit.prompt_tokens + max_tokens - room;
-            if !self.make_room(&mut examples, &mut fit, excess) {
+            if !self.make_room(&mut examples, &mut fit, excess, builder.format) {
                 // Nothing left to take out: lower max_tokens for this problem, and say so.
                 fit.max_tokens = Some(room.saturating_sub(fit.prompt_tokens).max(1));
                 return Ok((messages, examples, fit));
@@ -142,8 +142,16 @@ impl PromptBudget {
 
     /// Take `excess` tokens out: drop the farthest example while more than one remains, then
     /// shorten the last one's solution, then drop it. False when there is nothing to take.
-    fn make_room(&self, examples: &mut Vec<Example>, fit: &mut PromptFit, excess: usize) -> bool {
-        if examples.len() > 1 {
+    fn make_room(
+        &self,
+        examples: &mut Vec<Example>,
+        fit: &mut PromptFit,
+        excess: usize,
+        format: RagFormat,
+    ) -> bool {
+        // Forms without the solution have nothing to shorten: the example is dropped.
+        let sends_solution = matches!(format, RagFormat::Chat | RagFormat::Context);
+        if examples.len() > 1 || (!sends_solution && !examples.is_empty()) {
             fit.dropped
                 .push(examples.pop().map(|e| e.id).unwrap_or_default());
             return true;

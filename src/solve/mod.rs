@@ -26,8 +26,10 @@
 //!   finding its problem and id fields), preflight.rs (checks before the first problem: values,
 //!   the server, the model), outcome.rs (answered, fallback, out of time or failed; what a
 //!   re-run redoes), loop_summary.rs (vote rule, selector and time figures of an arm).
-//! - the prompt: retrieve.rs (neighbours), prompt.rs (messages, `--rag`), fit.rs (into the
-//!   server's context).
+//! - the prompt: retrieve.rs (neighbours), exclude.rs (`--exclude`: twins of the test
+//!   problems), memory.rs (memory forms: what a neighbour shows), prompt.rs (messages, `--rag`),
+//!   fit.rs (into the server's context). distill.rs (`solve distill`) writes the insights the
+//!   `insight` form shows.
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
 //!   launch.rs (`--launch`), sample.rs (N samples, C in flight, early stop), rounds.rs (the
 //!   rounds of one sample: code blocks, tool calls, tool outputs, the thinking budget),
@@ -43,11 +45,14 @@ mod arm;
 pub mod client;
 pub mod confidence;
 pub mod config;
+pub mod distill;
 pub mod duration;
+pub mod exclude;
 pub mod fit;
 pub mod genselect;
 pub mod launch;
 pub mod loop_summary;
+pub mod memory;
 pub mod outcome;
 pub mod preflight;
 pub mod problems;
@@ -76,8 +81,8 @@ use arm::Arm;
 use resources::Resources;
 
 pub use config::{
-    BudgetConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig, ServerConfig, SolveConfig,
-    ToolsConfig,
+    BudgetConfig, ExcludeConfig, Input, OutputConfig, RetrievalConfig, SamplingConfig,
+    ServerConfig, SolveConfig, ToolsConfig,
 };
 pub use duration::parse_duration;
 pub use problems::{read_problems, ProblemFields};

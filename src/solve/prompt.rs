@@ -41,6 +41,22 @@ pub enum RagFormat {
     Chat,
     /// All neighbours as one block of reference problems inside the user message.
     Context,
+    /// Each neighbour's problem and final answer, no solution, in one block of the user message.
+    Problem,
+    /// Each neighbour's problem and its condensed memory (the record's `insight`, written by
+    /// `solve distill`), in one block; a neighbour without one is sent as `problem`.
+    Insight,
+}
+
+impl RagFormat {
+    pub fn name(self) -> &'static str {
+        match self {
+            RagFormat::Chat => "chat",
+            RagFormat::Context => "context",
+            RagFormat::Problem => "problem",
+            RagFormat::Insight => "insight",
+        }
+    }
 }
 
 /// `--rag k=4,min-score=0.3,exclude-above=0.98,format=chat`
@@ -81,7 +97,11 @@ impl std::str::FromStr for RagSpec {
                     spec.format = match value {
                         "chat" => RagFormat::Chat,
                         "context" => RagFormat::Context,
-                        other => bail!("--rag format={other:?}: expected chat or context"),
+                        "problem" => RagFormat::Problem,
+                        "insight" => RagFormat::Insight,
+                        other => bail!(
+                            "--rag format={other:?}: expected chat, context, problem or insight"
+                        ),
                     }
                 }
                 other => bail!(
@@ -102,12 +122,16 @@ fn similarity(key: &str, v: f32) -> Result<f32> {
 }
 
 /// A retrieved solved problem, as it goes into the prompt and the trace.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Example {
     pub id: String,
     pub score: f32,
     pub problem: String,
     pub solution: String,
+    /// The record's final answer ("" when it has none).
+    pub answer: String,
+    /// The record's condensed memory (`solve distill`), if it has one.
+    pub insight: Option<String>,
 }
 
 impl Example {
@@ -148,20 +172,10 @@ impl PromptBuilder {
                 }
                 out.push(Message::new(Role::User, self.user_turn(problem)));
             }
-            RagFormat::Context => {
+            format => {
                 let mut text = String::new();
                 if !examples.is_empty() {
-                    text.push_str(
-                        "Here are solved problems similar to the one you must solve.\n\n",
-                    );
-                    for (i, e) in examples.iter().enumerate() {
-                        text.push_str(&format!(
-                            "### Example {}\nProblem: {}\nSolution: {}\n\n",
-                            i + 1,
-                            e.problem.trim(),
-                            e.solution.trim()
-                        ));
-                    }
+                    text.push_str(&super::memory::neighbours_block(examples, format));
                     text.push_str("### Your problem\n");
                 }
                 text.push_str(&self.user_turn(problem));
@@ -186,6 +200,15 @@ mod tests {
         assert_eq!(s.min_score, Some(0.3));
         assert_eq!(s.exclude_above, Some(0.98));
         assert_eq!(s.format, RagFormat::Context);
+        for f in ["problem", "insight"] {
+            let s: RagSpec = format!("k=1,format={f}").parse().unwrap();
+            assert_eq!(s.format.name(), f);
+        }
+        assert!("format=solution"
+            .parse::<RagSpec>()
+            .unwrap_err()
+            .to_string()
+            .contains("chat, context, problem or insight"));
         assert_eq!("k=0".parse::<RagSpec>().unwrap().k, 0);
         assert!("k=four"
             .parse::<RagSpec>()
@@ -211,6 +234,7 @@ mod tests {
             score: 0.9,
             problem: "1+1?".into(),
             solution: "It is \\boxed{2}.".into(),
+            ..Default::default()
         };
         let m = b.messages("2+2?", &[ex]);
         let roles: Vec<&str> = m.iter().map(|m| m.role.name()).collect();

@@ -101,7 +101,10 @@ fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<R
     match (&r.index, r.retrieves()) {
         (Some(p), true) => {
             let start = Instant::now();
-            let retriever = Retriever::open(p, r.embed_model.as_deref(), r.device)?;
+            let mut retriever = Retriever::open(p, r.embed_model.as_deref(), r.device)?;
+            if let Some(ex) = &r.exclude {
+                exclude_twins(&mut retriever, ex, progress)?;
+            }
             progress.log(&format!(
                 "retriever: index {} and its embedding model loaded on {} in {:.1} s{}",
                 p.display(),
@@ -121,6 +124,25 @@ fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<R
         ),
         _ => Ok(None),
     }
+}
+
+/// `--exclude`: mark the index's twins of the file's problems, and say how many there are.
+fn exclude_twins(
+    retriever: &mut Retriever,
+    ex: &super::config::ExcludeConfig,
+    progress: &dyn Progress,
+) -> Result<()> {
+    let set = super::exclude::TwinIndex::load(&ex.problems, ex.overlap).context("--exclude")?;
+    let counts = retriever.exclude(&set);
+    progress.log(&format!(
+        "--exclude {}: {} index records are the same problem as one of its {} problems ({}); \
+         they are never retrieved",
+        ex.problems.display(),
+        counts.total(),
+        set.len(),
+        counts.describe(ex.overlap)
+    ));
+    Ok(())
 }
 
 /// With `--tools python`: start one sandbox up front, so a missing interpreter fails the run

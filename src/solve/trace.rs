@@ -44,6 +44,16 @@ pub struct RunKey {
     pub tools: Option<ToolsKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub think_budget: Option<usize>,
+    /// `--exclude`: the problems file's sha256 and the overlap threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude: Option<ExcludeKey>,
+}
+
+/// What `--exclude` changes: which problems, and how similar counts as the same.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExcludeKey {
+    pub problems_sha256: String,
+    pub overlap: f64,
 }
 
 fn majority() -> String {
@@ -93,6 +103,9 @@ pub fn text_sha256(text: &str) -> String {
 pub struct Retrieved {
     pub id: String,
     pub score: f32,
+    /// Under `format=insight`: the record had no insight and was sent as `problem`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub no_insight: bool,
 }
 
 /// How the prompt was fitted into the server's context.
@@ -208,6 +221,9 @@ pub struct Trace {
     pub run: Option<RunKey>,
     pub rag: Option<RagSpec>,
     pub retrieved: Vec<Retrieved>,
+    /// Hits left out as the same problem (`--exclude` twins, scores above `exclude-above`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<super::retrieve::Excluded>,
     pub retrieval_ms: f64,
     pub query_embed_ms: f64,
     pub search_prompt_ms: f64,

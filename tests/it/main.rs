@@ -13,6 +13,7 @@ mod ingest;
 mod llama_server;
 mod long_inputs;
 mod model_config;
+mod memory;
 mod plot;
 mod plot_html;
 mod solve;
