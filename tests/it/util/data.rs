@@ -141,18 +141,19 @@ pub fn write_extraction(
     write_shard_report(dir, &report).unwrap();
     let plan = Plan {
         inputs: vec![],
+        text: TextSpec {
+            id_field: "id".into(),
+            doc_template: "{problem}".into(),
+        },
+        notes: vec![],
         columns,
         rows_per_shard: vec![rows.len()],
         rejected: vec![],
         rejected_at: Default::default(),
     };
-    let text = TextSpec {
-        id_field: "id".into(),
-        doc_template: "{problem}".into(),
-    };
     let enc = exemplar::encoder::Encoder::load(tiny_llama().to_str().unwrap(), &Default::default())
         .unwrap();
     let mut info = enc.info().clone();
     info.dim = dim; // synthetic vectors, of any dimension
-    finalize(dir, &ExtractManifest::new(&info, 2048, &text, &plan)).unwrap();
+    finalize(dir, &ExtractManifest::new(&info, 2048, &plan)).unwrap();
 }
