@@ -6,6 +6,7 @@
 use anyhow::{bail, Result};
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::Message;
@@ -14,8 +15,9 @@ use super::problems::Problem;
 use super::prompt::{Example, PromptBuilder, RagSpec};
 use super::report::{self, ArmResult};
 use super::resources::Resources;
+use super::retrieve_tool::SearchTool;
 use super::rounds::ToolPlan;
-use super::sample::{self, SamplePlan, Sampled};
+use super::sample::{self, Mix, SamplePlan, Sampled};
 use super::tool_protocol::ToolProtocol;
 use super::trace::{self, Retrieved, RunKey, Trace, TraceLog, VoteEntry};
 use super::vote;
@@ -28,12 +30,16 @@ pub(super) struct Arm<'a> {
     pub key: RunKey,
     /// When this arm's share of the time budget is spent.
     end: Option<Instant>,
+    /// `search_similar_problems`, when this arm offers it.
+    search: Option<Arc<SearchTool>>,
 }
 
 /// A problem's prompt, ready to send.
 struct Prepared {
     examples: Vec<Example>,
     messages: Vec<Message>,
+    /// With `share=`: the prompt of the samples without examples.
+    bare: Option<Vec<Message>>,
     fit: trace::PromptFit,
     retrieval_ms: f64,
     search_ms: f64,
@@ -72,6 +78,10 @@ impl<'a> Arm<'a> {
         key: RunKey,
         end: Option<Instant>,
     ) -> Self {
+        let search = match (&res.retriever, spec.search) {
+            (Some(r), Some(true)) => Some(Arc::new(SearchTool::new(r.clone(), spec))),
+            _ => None,
+        };
         Self {
             cfg,
             res,
@@ -79,6 +89,7 @@ impl<'a> Arm<'a> {
             spec,
             key,
             end,
+            search,
         }
     }
 
@@ -178,11 +189,14 @@ impl<'a> Arm<'a> {
                 Default::default(),
             ),
         };
+        let bare = (self.spec.share.is_some() && !examples.is_empty())
+            .then(|| builder.messages(&p.problem, &[]));
         // Search and prompt assembly (with fitting); the caller adds the query embedding.
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Prepared {
             examples,
             messages,
+            bare,
             fit,
             retrieval_ms: ms,
             search_ms: ms,
@@ -258,7 +272,7 @@ impl<'a> Arm<'a> {
     /// With `--tools python`: what was offered to the server and whether it refused; a refusal
     /// is logged once, and stops the run under `--tool-protocol openai`.
     fn record_protocol(&self, t: &mut Trace) -> Result<()> {
-        if self.cfg.tools.sandbox.is_none() {
+        if self.cfg.tools.sandbox.is_none() && self.search.is_none() {
             return Ok(());
         }
         let offer = &self.res.offer;
@@ -303,9 +317,31 @@ impl<'a> Arm<'a> {
                 max_tool_calls: tools.max_tool_calls,
                 think_budget: tools.think_budget,
                 offer: self.res.offer.clone(),
+                search: self.search.clone(),
             },
+            mix: self.mix(prep),
         };
         sample::sample_problem(&self.res.client, &prep.messages, &plan)
+    }
+
+    /// With `share=`: the samples without examples get the bare prompt. Without examples to
+    /// share, every sample is marked as having none.
+    fn mix(&self, prep: &Prepared) -> Option<Mix> {
+        self.spec.share?;
+        let (spec, bare) = match &prep.bare {
+            Some(b) => (self.spec.clone(), b.clone()),
+            None => (
+                RagSpec {
+                    share: Some(0.0),
+                    ..self.spec.clone()
+                },
+                prep.messages.clone(),
+            ),
+        };
+        Some(Mix {
+            spec,
+            bare: Arc::new(bare),
+        })
     }
 
     fn record_vote(&self, t: &mut Trace, s: Sampled) {
@@ -354,15 +390,30 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
         answer_range: format!("{}..{}", s.answer_range.start(), s.answer_range.end()),
         fallback: s.fallback,
         vote: vote::RULE.into(),
-        tools: tools.sandbox.as_ref().map(|sb| trace::ToolsKey {
-            tool: "python".into(),
-            python: sb.python.display().to_string(),
-            max_tool_calls: tools.max_tool_calls,
-            protocol: tools.protocol.name().into(),
-            output_chars: sb.output_chars,
-            timeout_seconds: sb.timeout.as_secs_f64(),
-            memory_mib: sb.memory_bytes >> 20,
-        }),
+        tools: tools_key(cfg, spec),
         think_budget: tools.think_budget,
+    })
+}
+
+/// The tool settings that change this arm's answers: `python` (with its sandbox), `retrieve`
+/// (the search tool; its filters are in the rag spec), or both.
+fn tools_key(cfg: &SolveConfig, spec: &RagSpec) -> Option<trace::ToolsKey> {
+    let tools = &cfg.tools;
+    let search = spec.search == Some(true);
+    let tool = match (&tools.sandbox, search) {
+        (None, false) => return None,
+        (Some(_), false) => "python",
+        (None, true) => "retrieve",
+        (Some(_), true) => "python,retrieve",
+    };
+    let sb = tools.sandbox.as_ref();
+    Some(trace::ToolsKey {
+        tool: tool.into(),
+        python: sb.map_or(String::new(), |sb| sb.python.display().to_string()),
+        max_tool_calls: tools.max_tool_calls,
+        protocol: tools.protocol.name().into(),
+        output_chars: sb.map_or(0, |sb| sb.output_chars),
+        timeout_seconds: sb.map_or(0.0, |sb| sb.timeout.as_secs_f64()),
+        memory_mib: sb.map_or(0, |sb| sb.memory_bytes >> 20),
     })
 }

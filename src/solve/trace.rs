@@ -135,6 +135,9 @@ pub struct SampleTrace {
     /// Requests this sample made (tool continuations and the conclusion are rounds).
     #[serde(default, skip_serializing_if = "is_zero_or_one")]
     pub rounds: usize,
+    /// With `--rag ...,share=S`: whether this sample's prompt had the retrieved examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_examples: Option<bool>,
 }
 
 fn one() -> f64 {
@@ -170,6 +173,14 @@ pub struct ToolCall {
     pub seconds: f64,
     /// Process group of the interpreter that ran it (0 when none started).
     pub pgid: i32,
+    /// A `search_similar_problems` call: its query (also in `code`), k and the neighbours
+    /// returned (`output` holds them as the model saw them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hits: Vec<Retrieved>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -88,6 +88,9 @@ pub struct Sampling {
     pub temperature: f64,
     pub top_p: f64,
     pub max_tokens: usize,
+    /// `--seed`: the request's `seed` (sample i of every problem and arm gets seed + i).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Why a generation ended: the server's `finish_reason`, or ours when we ended it.
@@ -218,6 +221,9 @@ impl Ask<'_> {
         {
             body["continue_final_message"] = true.into();
             body["add_generation_prompt"] = false.into();
+        }
+        if let Some(seed) = self.sampling.seed {
+            body["seed"] = seed.into();
         }
         if let Some(tools) = self.tools {
             body["tools"] = tools.clone();
