@@ -14,6 +14,7 @@ mod llama_server;
 mod long_inputs;
 mod plot;
 mod plot_html;
+mod retrieve_tool;
 mod solve;
 mod solve_tool_calls;
 mod solve_tools;
