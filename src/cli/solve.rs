@@ -151,8 +151,9 @@ pub struct RetrievalArgs {
     /// Index built by `embed index build` (needed unless --rag k=0).
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context][,share=S]
-    /// [,search=on|off]`; k=0 is the no-retrieval control. exclude-above drops near-duplicates
+    /// Retrieval:
+    /// `k=N[,min-score=S][,exclude-above=S][,format=chat|context][,share=S][,search=on|off]`;
+    /// k=0 is the no-retrieval control. exclude-above drops near-duplicates
     /// of the problem itself. share=S puts the examples into that share of a problem's samples
     /// (spread evenly by sample index) and none into the rest. search=on|off offers the
     /// `search_similar_problems` tool in this arm [default: as --tools says].
@@ -179,13 +180,13 @@ pub struct RetrievalArgs {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Tools")]
 pub struct ToolArgs {
-    /// What the model may use, comma-separated: `python` runs each complete ```python block
-    /// (and, see --tool-protocol, each OpenAI tool call) in a per-sample sandbox (persistent
-    /// interpreter, time/memory/process limits, no network where the OS allows) and shows it
-    /// the output; `retrieve` offers `search_similar_problems(query, k)` (or a ```search
-    /// block) that searches --index with --rag's filters and returns the neighbours; `none`
-    /// turns them off. E.g. `--tools python,retrieve`; with `--rag k=0 --tools retrieve` the
-    /// model alone decides when to look.
+    /// What the model may use, comma-separated: `python` runs each complete fenced python
+    /// block (and, see --tool-protocol, each OpenAI tool call) in a per-sample sandbox
+    /// (persistent interpreter, time/memory/process limits, no network where the OS allows) and
+    /// shows it the output; `retrieve` offers `search_similar_problems(query, k)` (or a fenced
+    /// search block) that searches --index with --rag's filters and returns the neighbours;
+    /// `none` turns them off. E.g. `--tools python,retrieve`; with `--rag k=0 --tools
+    /// retrieve` the model alone decides when to look.
     #[arg(long, default_value = "none", value_delimiter = ',',
           value_parser = names::<Tools>(Tools::NAMES))]
     pub tools: Vec<Tools>,

@@ -48,7 +48,7 @@ impl Interval {
 /// Resamples of the bootstrap.
 pub const RESAMPLES: usize = 10_000;
 /// Seed of the bootstrap's generator: the same data always gives the same interval.
-pub const SEED: u64 = 0x5eed_22;
+pub const SEED: u64 = 0x5eed;
 
 /// Percentile bootstrap (2.5% and 97.5%) of `stat` over `n` paired items: each resample draws
 /// `n` item indices with replacement and `stat` turns them into the difference. None without
@@ -146,7 +146,7 @@ impl SplitMix64 {
 
     /// Uniform in 0..n (multiply-shift; the bias is below 2^-32 for any n we see).
     fn below(&mut self, n: usize) -> usize {
-        ((self.next() >> 32) * n as u64 >> 32) as usize
+        (((self.next() >> 32) * n as u64) >> 32) as usize
     }
 }
 
