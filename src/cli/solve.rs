@@ -24,14 +24,15 @@ use crate::solve::{
     SamplingConfig, ServerConfig, SolveConfig, ToolsConfig,
 };
 
-/// `--tools`: what the model may run.
+/// `--tools`: what the model may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tools {
     None,
     Python,
+    Retrieve,
 }
 
-crate::named_enum!(Tools { None => "none", Python => "python" });
+crate::named_enum!(Tools { None => "none", Python => "python", Retrieve => "retrieve" });
 
 #[derive(Parser, Debug)]
 #[command(
@@ -186,6 +187,10 @@ pub struct SamplingArgs {
     /// Answer written when no sample gave a valid one (recorded as a fallback).
     #[arg(long, default_value_t = 0)]
     pub fallback: u64,
+    /// Ask the server for reproducible sampling: sample i of every problem (and every
+    /// --compare-rag arm) sends `seed` S+i [default: no seed].
+    #[arg(long, value_name = "S")]
+    pub seed: Option<u64>,
 }
 
 /// Which solved problems go in front of the model.
@@ -195,18 +200,28 @@ pub struct RetrievalArgs {
     /// Index built by `embed index build` (needed unless --rag k=0).
     #[arg(long)]
     pub index: Option<PathBuf>,
-    /// Retrieval: `k=N[,min-score=S][,exclude-above=S][,format=chat|context|problem|insight]`;
+    /// Retrieval:
+    /// `k=N[,min-score=S][,exclude-above=S][,format=chat|context|problem|insight][,share=S][,search=on|off]`;
     /// k=0 is the no-retrieval control. exclude-above drops hits scoring above it
     /// (near-duplicates of the problem itself). format: `chat` (each neighbour's problem and
     /// solution as a user/assistant turn), `context` (the same in one reference block),
     /// `problem` (problems and final answers, no solutions), `insight` (problems and the
     /// memories `solve distill` wrote; a record without one is sent as `problem`). For
-    /// reasoning models keep k at 1-3 (docs/memory.md).
+    /// reasoning models keep k at 1-3 (docs/memory.md). share=S puts the examples into that
+    /// share of a problem's samples (spread evenly by sample index) and none into the rest.
+    /// search=on|off offers the `search_similar_problems` tool in this arm [default: as --tools
+    /// says].
     #[arg(long, default_value = "k=4")]
     pub rag: RagSpec,
-    /// Also run this retrieval setting (e.g. k=0) on the same problems and budget, for --eval.
-    #[arg(long)]
-    pub compare_rag: Option<RagSpec>,
+    /// Also run this setting on the same problems, seeds and share of the time budget, and
+    /// compare it with --rag: accuracy by vote and per sample, tokens, seconds, examples sent,
+    /// paired bootstrap intervals and the exact McNemar p-value (needs an answer column).
+    /// Repeat for more arms; each is compared with --rag.
+    #[arg(long, value_name = "SPEC")]
+    pub compare_rag: Vec<RagSpec>,
+    /// Write the --compare-rag verdict (every number of its tables) to this JSON file.
+    #[arg(long, value_name = "FILE", requires = "compare_rag")]
+    pub compare_json: Option<PathBuf>,
     /// Embedding model folder, if it moved since the index was built.
     #[arg(long)]
     pub embed_model: Option<String>,
@@ -229,18 +244,22 @@ pub struct RetrievalArgs {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Tools")]
 pub struct ToolArgs {
-    /// Let the model run code: `python` runs each complete ```python block (and, see
-    /// --tool-protocol, each OpenAI tool call) in a per-sample sandbox (persistent interpreter,
-    /// time/memory/process limits, no network where the OS allows) and shows it the output;
-    /// `none` turns it off.
-    #[arg(long, default_value = "none", value_parser = names::<Tools>(Tools::NAMES))]
-    pub tools: Tools,
+    /// What the model may use, comma-separated: `python` runs each complete fenced python
+    /// block (and, see --tool-protocol, each OpenAI tool call) in a per-sample sandbox
+    /// (persistent interpreter, time/memory/process limits, no network where the OS allows) and
+    /// shows it the output; `retrieve` offers `search_similar_problems(query, k)` (or a fenced
+    /// search block) that searches --index with --rag's filters and returns the neighbours;
+    /// `none` turns them off. E.g. `--tools python,retrieve`; with `--rag k=0 --tools
+    /// retrieve` the model alone decides when to look.
+    #[arg(long, default_value = "none", value_delimiter = ',',
+          value_parser = names::<Tools>(Tools::NAMES))]
+    pub tools: Vec<Tools>,
     /// How the model calls the sandbox: `openai` offers a `python` function as OpenAI `tools`
     /// and runs its tool calls; `fenced` runs ```python blocks in the text; `auto` does both,
     /// and falls back to fenced blocks for the rest of the run if the server refuses `tools`.
     #[arg(long, default_value = "auto", value_parser = names::<ToolProtocol>(ToolProtocol::NAMES))]
     pub tool_protocol: ToolProtocol,
-    /// Code executions (blocks and tool calls) per sample at most.
+    /// Code executions and searches (blocks and tool calls) per sample at most.
     #[arg(long, default_value_t = 8)]
     pub max_tool_calls: usize,
     /// Characters of one tool output shown to the model (head and tail kept).
@@ -322,7 +341,7 @@ fn check_counts(a: &SolveArgs) -> Result<()> {
             s.agreement
         );
     }
-    if a.run.serve && a.retrieval.compare_rag.is_some() {
+    if a.run.serve && !a.retrieval.compare_rag.is_empty() {
         bail!("--serve answers with one setting; --compare-rag needs a whole --input");
     }
     if a.tool.think_budget == Some(0) {
@@ -376,6 +395,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
         },
         tools: ToolsConfig {
             sandbox: sandbox_config(&a.tool)?,
+            retrieve: a.tool.tools.contains(&Tools::Retrieve),
             max_tool_calls: a.tool.max_tool_calls,
             protocol: a.tool.tool_protocol,
             think_budget: a.tool.think_budget,
@@ -393,6 +413,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
                 .unwrap_or_else(|| run.out.with_file_name("traces.jsonl")),
             out: run.out.clone(),
             eval: run.eval,
+            compare_json: r.compare_json.clone(),
             dry_run: run.dry_run,
             force: run.force,
         },
@@ -456,6 +477,7 @@ fn sampling_config(a: &SamplingArgs) -> Result<SamplingConfig> {
             top_p: a.top_p,
             max_tokens: a.max_tokens,
             top_logprobs: (a.top_logprobs > 0).then_some(a.top_logprobs),
+            seed: a.seed,
         },
         samples: a.samples,
         concurrency: a.concurrency,
@@ -474,7 +496,10 @@ fn sampling_config(a: &SamplingArgs) -> Result<SamplingConfig> {
 
 /// `--tools python` settings; None with `--tools none`.
 fn sandbox_config(a: &ToolArgs) -> Result<Option<SandboxConfig>> {
-    if a.tools != Tools::Python {
+    if a.tools.contains(&Tools::None) && a.tools.len() > 1 {
+        bail!("--tools none cannot be combined with other tools");
+    }
+    if !a.tools.contains(&Tools::Python) {
         return Ok(None);
     }
     if a.tool_output_chars < 100 {

@@ -5,6 +5,7 @@
 
 use anyhow::{bail, Result};
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::Message;
@@ -16,8 +17,9 @@ use super::problems::Problem;
 use super::prompt::{Example, PromptBuilder, RagSpec};
 use super::report::{self, ArmResult};
 use super::resources::Resources;
+use super::retrieve_tool::SearchTool;
 use super::rounds::ToolPlan;
-use super::sample::{self, SamplePlan, Sampled};
+use super::sample::{self, Mix, SamplePlan, Sampled};
 use super::tool_protocol::ToolProtocol;
 use super::trace::{self, Retrieved, RunKey, Trace, TraceLog, VoteEntry};
 use super::vote::Tally;
@@ -30,6 +32,8 @@ pub(super) struct Arm<'a> {
     pub key: RunKey,
     /// When this arm's share of the time budget is spent.
     end: Option<Instant>,
+    /// `search_similar_problems`, when this arm offers it.
+    search: Option<Arc<SearchTool>>,
 }
 
 /// A problem's prompt, ready to send.
@@ -37,6 +41,8 @@ struct Prepared {
     examples: Vec<Example>,
     excluded: Vec<super::retrieve::Excluded>,
     messages: Vec<Message>,
+    /// With `share=`: the prompt of the samples without examples.
+    bare: Option<Vec<Message>>,
     fit: trace::PromptFit,
     retrieval_ms: f64,
     search_ms: f64,
@@ -75,6 +81,10 @@ impl<'a> Arm<'a> {
         key: RunKey,
         end: Option<Instant>,
     ) -> Self {
+        let search = match (&res.retriever, spec.search) {
+            (Some(r), Some(true)) => Some(Arc::new(SearchTool::new(r.clone(), spec))),
+            _ => None,
+        };
         Self {
             cfg,
             res,
@@ -82,6 +92,7 @@ impl<'a> Arm<'a> {
             spec,
             key,
             end,
+            search,
         }
     }
 
@@ -223,12 +234,15 @@ impl<'a> Arm<'a> {
                 Default::default(),
             ),
         };
+        let bare = (self.spec.share.is_some() && !examples.is_empty())
+            .then(|| builder.messages(&p.problem, &[]));
         // Search and prompt assembly (with fitting); the caller adds the query embedding.
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         Ok(Prepared {
             examples,
             excluded,
             messages,
+            bare,
             fit,
             retrieval_ms: ms,
             search_ms: ms,
@@ -344,7 +358,7 @@ impl<'a> Arm<'a> {
     /// With `--tools python`: what was offered to the server and whether it refused; a refusal
     /// is logged once, and stops the run under `--tool-protocol openai`.
     fn record_protocol(&self, t: &mut Trace) -> Result<()> {
-        if self.cfg.tools.sandbox.is_none() {
+        if self.cfg.tools.sandbox.is_none() && self.search.is_none() {
             return Ok(());
         }
         let offer = &self.res.offer;
@@ -391,9 +405,31 @@ impl<'a> Arm<'a> {
                 max_tool_calls: tools.max_tool_calls,
                 think_budget: tools.think_budget,
                 offer: self.res.offer.clone(),
+                search: self.search.clone(),
             },
+            mix: self.mix(prep),
         };
         sample::sample_problem(&self.res.client, &prep.messages, &plan)
+    }
+
+    /// With `share=`: the samples without examples get the bare prompt. Without examples to
+    /// share, every sample is marked as having none.
+    fn mix(&self, prep: &Prepared) -> Option<Mix> {
+        self.spec.share?;
+        let (spec, bare) = match &prep.bare {
+            Some(b) => (self.spec.clone(), b.clone()),
+            None => (
+                RagSpec {
+                    share: Some(0.0),
+                    ..self.spec.clone()
+                },
+                prep.messages.clone(),
+            ),
+        };
+        Some(Mix {
+            spec,
+            bare: Arc::new(bare),
+        })
     }
 
     fn record_vote(&self, t: &mut Trace, s: Sampled) {
@@ -450,15 +486,7 @@ fn run_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<RunKey> {
                 s.select.selector, s.select.margin, s.select.candidates
             )
         }),
-        tools: tools.sandbox.as_ref().map(|sb| trace::ToolsKey {
-            tool: "python".into(),
-            python: sb.python.display().to_string(),
-            max_tool_calls: tools.max_tool_calls,
-            protocol: tools.protocol.name().into(),
-            output_chars: sb.output_chars,
-            timeout_seconds: sb.timeout.as_secs_f64(),
-            memory_mib: sb.memory_bytes >> 20,
-        }),
+        tools: tools_key(cfg, spec),
         think_budget: tools.think_budget,
         exclude: exclude_key(cfg, spec)?,
     })
@@ -473,4 +501,27 @@ fn exclude_key(cfg: &SolveConfig, spec: &RagSpec) -> Result<Option<trace::Exclud
         })),
         _ => Ok(None),
     }
+}
+
+/// The tool settings that change this arm's answers: `python` (with its sandbox), `retrieve`
+/// (the search tool; its filters are in the rag spec), or both.
+fn tools_key(cfg: &SolveConfig, spec: &RagSpec) -> Option<trace::ToolsKey> {
+    let tools = &cfg.tools;
+    let search = spec.search == Some(true);
+    let tool = match (&tools.sandbox, search) {
+        (None, false) => return None,
+        (Some(_), false) => "python",
+        (None, true) => "retrieve",
+        (Some(_), true) => "python,retrieve",
+    };
+    let sb = tools.sandbox.as_ref();
+    Some(trace::ToolsKey {
+        tool: tool.into(),
+        python: sb.map_or(String::new(), |sb| sb.python.display().to_string()),
+        max_tool_calls: tools.max_tool_calls,
+        protocol: tools.protocol.name().into(),
+        output_chars: sb.map_or(0, |sb| sb.output_chars),
+        timeout_seconds: sb.map_or(0.0, |sb| sb.timeout.as_secs_f64()),
+        memory_mib: sb.map_or(0, |sb| sb.memory_bytes >> 20),
+    })
 }

@@ -96,8 +96,8 @@ pub struct RetrievalConfig {
     /// Index built by `embed index build` (needed when any arm has k > 0).
     pub index: Option<PathBuf>,
     pub rag: RagSpec,
-    /// A second arm on the same problems and budget, for `--eval`.
-    pub compare_rag: Option<RagSpec>,
+    /// More arms on the same problems, seeds and budget share, compared with the first.
+    pub compare_rag: Vec<RagSpec>,
     /// Embedding model folder, if it moved since the index was built.
     pub embed_model: Option<String>,
     pub device: crate::encoder::Device,
@@ -115,9 +115,23 @@ pub struct ExcludeConfig {
 }
 
 impl RetrievalConfig {
-    /// Whether any arm retrieves (and so needs the index).
-    pub fn retrieves(&self) -> bool {
-        self.rag.k > 0 || self.compare_rag.as_ref().is_some_and(|c| c.k > 0)
+    /// Whether any arm retrieves or offers the search tool (and so needs the index).
+    pub fn retrieves(&self, tools: &ToolsConfig) -> bool {
+        self.arms(tools)
+            .iter()
+            .any(|s| s.k > 0 || s.search == Some(true))
+    }
+
+    /// Every arm's setting, `--rag` first, with `search` settled by `--tools retrieve` where
+    /// the spec leaves it open.
+    pub fn arms(&self, tools: &ToolsConfig) -> Vec<RagSpec> {
+        std::iter::once(&self.rag)
+            .chain(&self.compare_rag)
+            .map(|s| RagSpec {
+                search: s.search.unwrap_or(tools.retrieve).then_some(true),
+                ..s.clone()
+            })
+            .collect()
     }
 }
 
@@ -126,6 +140,8 @@ impl RetrievalConfig {
 pub struct ToolsConfig {
     /// `--tools python`: the sandbox every sample gets.
     pub sandbox: Option<SandboxConfig>,
+    /// `--tools retrieve`: offer `search_similar_problems` (arms may say `search=on|off`).
+    pub retrieve: bool,
     pub max_tool_calls: usize,
     /// `--tool-protocol`: OpenAI tool calls, fenced blocks, or both.
     pub protocol: ToolProtocol,
@@ -162,6 +178,8 @@ pub struct OutputConfig {
     pub traces: PathBuf,
     /// Print the accuracy table (needs answers in the input).
     pub eval: bool,
+    /// `--compare-json FILE`: the `--compare-rag` verdict as JSON.
+    pub compare_json: Option<PathBuf>,
     /// Send nothing; write the messages that would be sent to the traces.
     pub dry_run: bool,
     /// Start over: earlier traces are moved aside instead of resumed.

@@ -43,6 +43,7 @@
 pub mod answer;
 mod arm;
 pub mod client;
+mod compare;
 pub mod confidence;
 pub mod config;
 pub mod distill;
@@ -60,11 +61,13 @@ pub mod prompt;
 mod report;
 mod resources;
 pub mod retrieve;
+pub mod retrieve_tool;
 pub mod rounds;
 pub mod sample;
 pub mod sandbox;
 mod serve;
 pub mod solver;
+pub mod stats;
 pub mod time_share;
 pub mod tool_protocol;
 pub mod trace;
@@ -108,13 +111,10 @@ fn run_batch(cfg: &SolveConfig, input: &Path, progress: Arc<dyn Progress>) -> Re
     preflight::check_eval(cfg, &problems, input)?;
     resources::set_aside_if_forced(cfg, progress.as_ref())?;
     let res = Resources::load(cfg, progress)?;
-    let mut arms = vec![("rag", &cfg.retrieval.rag)];
-    if let Some(c) = &cfg.retrieval.compare_rag {
-        arms.push(("control", c));
-    }
+    let arms = arm_names(cfg);
     let end = cfg.budget.end();
-    let mut results = Vec::new();
-    for (i, &(name, spec)) in arms.iter().enumerate() {
+    let (mut results, mut runs) = (Vec::new(), Vec::new());
+    for (i, (name, spec)) in arms.iter().enumerate() {
         // Each arm gets an equal share of the time left, so the comparison is fair.
         let arm_end = end.map(|e| {
             let now = Instant::now();
@@ -128,6 +128,36 @@ fn run_batch(cfg: &SolveConfig, input: &Path, progress: Arc<dyn Progress>) -> Re
             spec.clone(),
             arm.run_batch(&problems, submission)?,
         ));
+        runs.push(compare::ArmRun {
+            name: name.clone(),
+            spec: spec.clone(),
+            key: arm.key.clone(),
+        });
     }
-    report::report(cfg, &problems, &results)
+    report::report(cfg, &problems, &results)?;
+    if runs.len() > 1 && !cfg.output.dry_run {
+        let v = compare::verdict(&cfg.output.traces, &problems, &runs)?;
+        compare::print(&v);
+        if let Some(path) = &cfg.output.compare_json {
+            crate::fsio::write_atomically(path, |w| Ok(serde_json::to_writer_pretty(w, &v)?))?;
+        }
+    }
+    Ok(())
+}
+
+/// The arms of a batch run and their names in the traces: `rag` (from `--rag`), then
+/// `control`, `control-2`, ... (from each `--compare-rag`).
+fn arm_names(cfg: &SolveConfig) -> Vec<(String, prompt::RagSpec)> {
+    let arms = cfg.retrieval.arms(&cfg.tools);
+    arms.into_iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let name = match i {
+                0 => "rag".to_string(),
+                1 => "control".to_string(),
+                _ => format!("control-{i}"),
+            };
+            (name, spec)
+        })
+        .collect()
 }

@@ -59,13 +59,32 @@ impl RagFormat {
     }
 }
 
-/// `--rag k=4,min-score=0.3,exclude-above=0.98,format=chat`
+/// `--rag k=4,min-score=0.3,exclude-above=0.98,format=chat,share=0.5,search=on`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RagSpec {
     pub k: usize,
     pub min_score: Option<f32>,
     pub exclude_above: Option<f32>,
     pub format: RagFormat,
+    /// `share=S`: the examples go into this share of a problem's samples, none into the rest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub share: Option<f64>,
+    /// `search=on|off`: offer the `search_similar_problems` tool in this arm (default: as
+    /// `--tools` says).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub search: Option<bool>,
+}
+
+impl RagSpec {
+    /// Whether sample `index` gets the examples: with `share=S`, sample i does when
+    /// ceil((i+1)S) > ceil(iS), which spreads them evenly (S=0.5: samples 0, 2, 4, ...) and
+    /// gives ceil(N*S) of the first N samples, whatever N early stopping leaves.
+    pub fn examples_in_sample(&self, index: usize) -> bool {
+        let Some(s) = self.share else { return true };
+        // A hair below each integer keeps 0.1 * 10 from rounding up to 2.
+        let ceil = |x: f64| (x - 1e-9).ceil();
+        ceil((index + 1) as f64 * s) > ceil(index as f64 * s)
+    }
 }
 
 impl std::str::FromStr for RagSpec {
@@ -76,6 +95,8 @@ impl std::str::FromStr for RagSpec {
             min_score: None,
             exclude_above: None,
             format: RagFormat::Chat,
+            share: None,
+            search: None,
         };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (key, value) = part
@@ -104,8 +125,25 @@ impl std::str::FromStr for RagSpec {
                         ),
                     }
                 }
+                "share" => {
+                    let v: f64 = value
+                        .parse()
+                        .with_context(|| format!("--rag share={value:?}: not a number"))?;
+                    if !(0.0..=1.0).contains(&v) {
+                        bail!("--rag share={value}: expected a share between 0 and 1");
+                    }
+                    spec.share = Some(v);
+                }
+                "search" => {
+                    spec.search = Some(match value {
+                        "on" => true,
+                        "off" => false,
+                        other => bail!("--rag search={other:?}: expected on or off"),
+                    })
+                }
                 other => bail!(
-                    "--rag: unknown key {other:?} (keys: k, min-score, exclude-above, format)"
+                    "--rag: unknown key {other:?} (keys: k, min-score, exclude-above, format, \
+                     share, search)"
                 ),
             }
         }
@@ -189,6 +227,7 @@ impl PromptBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::str::FromStr;
 
     #[test]
     fn rag_spec_parses_and_rejects() {
@@ -220,6 +259,22 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("unknown key"));
+    }
+
+    #[test]
+    fn share_spreads_examples_over_samples() {
+        let s: RagSpec = "k=2,share=0.5,search=on".parse().unwrap();
+        assert_eq!((s.share, s.search), (Some(0.5), Some(true)));
+        let with: Vec<usize> = (0..8).filter(|&i| s.examples_in_sample(i)).collect();
+        assert_eq!(with, vec![0, 2, 4, 6]);
+        let tenth: RagSpec = "share=0.1".parse().unwrap();
+        assert_eq!((0..10).filter(|&i| tenth.examples_in_sample(i)).count(), 1);
+        let none: RagSpec = "share=0".parse().unwrap();
+        assert!(!(0..8).any(|i| none.examples_in_sample(i)));
+        assert!((0..8).all(|i| RagSpec::from_str("k=1").unwrap().examples_in_sample(i)));
+        for bad in ["share=1.5", "share=x", "search=maybe"] {
+            assert!(bad.parse::<RagSpec>().is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -18,7 +18,8 @@ use super::trace;
 use crate::progress::Progress;
 
 pub(super) struct Resources {
-    pub retriever: Option<Retriever>,
+    /// Shared with the samples' search tool (`--tools retrieve`).
+    pub retriever: Option<Arc<Retriever>>,
     pub client: Client,
     /// Stops a `--launch`ed server when the run ends.
     _server: Option<ServerGuard>,
@@ -96,9 +97,9 @@ pub(super) fn set_aside_if_forced(cfg: &SolveConfig, progress: &dyn Progress) ->
     Ok(())
 }
 
-fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<Retriever>> {
+fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<Arc<Retriever>>> {
     let r = &cfg.retrieval;
-    match (&r.index, r.retrieves()) {
+    match (&r.index, r.retrieves(&cfg.tools)) {
         (Some(p), true) => {
             let start = Instant::now();
             let mut retriever = Retriever::open(p, r.embed_model.as_deref(), r.device)?;
@@ -116,11 +117,15 @@ fn open_retriever(cfg: &SolveConfig, progress: &dyn Progress) -> Result<Option<R
                     ""
                 }
             ));
-            Ok(Some(retriever))
+            Ok(Some(Arc::new(retriever)))
         }
-        (None, true) => bail!(
+        (None, true) if r.rag.k > 0 => bail!(
             "--rag k={} needs --index (or use --rag k=0 for no retrieval)",
             r.rag.k
+        ),
+        (None, true) => bail!(
+            "--tools retrieve (or search=on, or a --compare-rag arm with k > 0) needs --index: \
+             the search looks up solved problems in an index built by `embed index build`"
         ),
         _ => Ok(None),
     }

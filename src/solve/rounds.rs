@@ -8,6 +8,9 @@
 //! stream ─► the reply ends in OpenAI tool calls (--tool-protocol auto|openai) ─► run each in
 //!   the same sandbox ─► append the assistant message with its tool_calls and one `tool`
 //!   message per call ─► request a new turn (no prefill) ... (the same --max-tool-calls)
+//! stream ─► a search call (`search_similar_problems` as a tool call, or a ```search block)
+//!   ─► embed the query, search the index ─► the neighbours come back as the call's output,
+//!   the same way as a code execution's (see retrieve_tool.rs)
 //! stream ─► N tokens and still thinking ─► cancel ─► resend with the thinking so far +
 //!   "</think>\n\nThe final answer is \boxed{" as a prefill and a few tokens to finish it
 //! ```
@@ -28,10 +31,13 @@ use super::client::{
     Attempted, Client, Completion, FinishReason, Message, RequestedCall, Role, Sampling,
 };
 use super::confidence::TokenStats;
+use super::retrieve_tool::{self, SearchTool, SEARCH_TOOL};
 use super::sandbox::{Sandbox, SandboxConfig};
-use super::tool_protocol::{self, ToolOffer, ToolProtocol};
+use super::tool_protocol::{self, ToolOffer, ToolProtocol, TOOL_NAME};
 use super::trace::ToolCall;
-use super::transcript::{find_block, open_think, round_text, strip_echo, Watcher};
+use super::transcript::{
+    find_block, find_fenced, open_think, round_text, strip_echo, Watcher, SEARCH_FENCES,
+};
 
 /// Appended to the thinking to ask for the conclusion when the budget is spent.
 pub const CONCLUDE: &str = "\n</think>\n\nThe final answer is \\boxed{";
@@ -49,6 +55,15 @@ pub struct ToolPlan {
     pub think_budget: Option<usize>,
     /// `--tool-protocol` and whether the server still takes `tools`.
     pub offer: Arc<ToolOffer>,
+    /// Some when the arm offers `search_similar_problems` (`--tools retrieve`).
+    pub search: Option<Arc<SearchTool>>,
+}
+
+impl ToolPlan {
+    /// Whether a sample has any tool (and so runs in rounds).
+    pub fn any_tool(&self) -> bool {
+        self.sandbox.is_some() || self.search.is_some()
+    }
 }
 
 /// A whole sample: every round's text joined into one assistant transcript.
@@ -77,6 +92,8 @@ pub struct Generated {
 enum Next {
     /// A fenced block to run, continuing the same turn.
     Run(String),
+    /// A fenced search to answer, continuing the same turn.
+    Search(String),
     /// Tool calls to answer, then a new turn.
     Calls(Vec<RequestedCall>),
     /// The server refused `tools`: ask again without them.
@@ -135,6 +152,7 @@ pub fn generate(
     loop {
         match run.round() {
             Next::Run(code) => run.run_block(code),
+            Next::Search(query) => run.run_search(query),
             Next::Calls(calls) => {
                 if !run.answer_calls(calls) {
                     break;
@@ -154,13 +172,18 @@ pub fn generate(
 }
 
 impl Run<'_> {
-    fn tools_left(&self) -> bool {
+    fn python_left(&self) -> bool {
         self.plan.sandbox.is_some() && self.used < self.plan.max_tool_calls
     }
 
-    /// The `tools` array to offer this round: with a sandbox, while the server takes them.
+    fn search_left(&self) -> bool {
+        self.plan.search.is_some() && self.used < self.plan.max_tool_calls
+    }
+
+    /// The `tools` array to offer this round: the sample's tools, while the server takes them.
     fn offered(&self) -> Option<&'static serde_json::Value> {
-        self.plan.sandbox.as_ref().and(self.plan.offer.tools())
+        let p = &self.plan;
+        p.offer.tools_with(p.sandbox.is_some(), p.search.is_some())
     }
 
     fn request(&self, prefill: &str) -> Vec<Message> {
@@ -190,8 +213,9 @@ impl Run<'_> {
             ..self.sampling.clone()
         };
         let prefill = self.turn.clone();
-        let fences = self.tools_left() && self.plan.offer.fenced();
-        let mut watcher = Watcher::new(&prefill, fences, self.budget_left());
+        let fenced = self.plan.offer.fenced();
+        let mut watcher = Watcher::new(&prefill, fenced && self.python_left(), self.budget_left())
+            .with_search(fenced && self.search_left());
         let a = self.client.complete_watched(
             &self.request(&prefill),
             self.offered(),
@@ -242,15 +266,15 @@ impl Run<'_> {
                 super::client::MAX_CALLS_PER_REPLY
             ));
         }
-        if !c.interrupted && !c.tool_calls.is_empty() && self.plan.sandbox.is_some() {
+        if !c.interrupted && !c.tool_calls.is_empty() && self.plan.any_tool() {
             self.push_text(&new);
             self.out.finish_reason = c.finish_reason.clone();
             return Next::Calls(c.tool_calls);
         }
-        if self.tools_left() && self.plan.offer.fenced() {
-            if let Some((code, end)) = find_block(&new) {
+        if self.plan.offer.fenced() {
+            if let Some((next, end)) = self.fenced_call(&new) {
                 self.push_text(&new[..end]);
-                return Next::Run(code);
+                return next;
             }
         }
         self.push_text(&new);
@@ -286,6 +310,53 @@ impl Run<'_> {
         self.out.context_overflow |= overflow;
     }
 
+    /// The first complete fenced call in the new text: a python block or a search, whichever
+    /// closes first, with the offset after its fence.
+    fn fenced_call(&self, new: &str) -> Option<(Next, usize)> {
+        let code = find_block(new).filter(|_| self.python_left());
+        let search = find_fenced(new, &SEARCH_FENCES).filter(|_| self.search_left());
+        match (code, search) {
+            (Some((c, ce)), Some((_, se))) if ce <= se => Some((Next::Run(c), ce)),
+            (_, Some((q, se))) => Some((Next::Search(q.trim().to_string()), se)),
+            (Some((c, ce)), None) => Some((Next::Run(c), ce)),
+            (None, None) => None,
+        }
+    }
+
+    /// Answer a fenced search and append the neighbours to the turn.
+    fn run_search(&mut self, query: String) {
+        self.used += 1;
+        let call = match query.is_empty() {
+            true => ToolCall {
+                name: Some(SEARCH_TOOL.into()),
+                output: "error: the search block is empty; put the query inside it".into(),
+                error: true,
+                rejected: true,
+                ..Default::default()
+            },
+            false => self.search(&query, None),
+        };
+        let block = format!("\n```output\n{}\n```\n", call.output);
+        self.tokens += block.len() / 3;
+        self.push_text(&block);
+        self.out.tool_calls.push(call);
+    }
+
+    /// Run a search (the plan has a search tool whenever a search is answered).
+    fn search(&self, query: &str, k: Option<usize>) -> ToolCall {
+        let mut call = match &self.plan.search {
+            Some(s) => s.search(query, k),
+            None => ToolCall {
+                output: "error: no search tool".into(),
+                error: true,
+                rejected: true,
+                ..Default::default()
+            },
+        };
+        call.protocol = "fenced".into();
+        call
+    }
+
     /// Run a fenced block and append its output to the turn, which the model then continues.
     fn run_block(&mut self, code: String) {
         self.used += 1;
@@ -314,8 +385,12 @@ impl Run<'_> {
         self.tokens += MESSAGE_TOKENS;
         for call in calls {
             let record = self.answer_call(&call);
+            let fence = match record.query.is_some() {
+                true => "search",
+                false => "python",
+            };
             let shown = format!(
-                "\n```python\n{}\n```\n```output\n{}\n```\n",
+                "\n```{fence}\n{}\n```\n```output\n{}\n```\n",
                 record.code, record.output
             );
             self.out.text.push_str(&shown);
@@ -329,7 +404,23 @@ impl Run<'_> {
 
     /// Run one tool call, or say why not (limit reached, malformed): the record to keep.
     fn answer_call(&mut self, call: &RequestedCall) -> ToolCall {
-        let code = if self.tools_left() {
+        let name = call.function.name.as_str();
+        if name == SEARCH_TOOL && self.search_left() {
+            self.used += 1;
+            let mut record = match retrieve_tool::args_of(call) {
+                Ok((query, k)) => self.search(&query, k),
+                Err(why) => rejected(call, why),
+            };
+            record.protocol = "openai".into();
+            record.id = Some(call.id.clone());
+            record.name = Some(name.to_string());
+            return record;
+        }
+        let known = (name == TOOL_NAME && self.plan.sandbox.is_some())
+            || (name == SEARCH_TOOL && self.plan.search.is_some());
+        let code = if !known && self.plan.search.is_some() {
+            Err(self.unknown_tool(name))
+        } else if self.python_left() {
             self.used += 1;
             tool_protocol::code_of(call)
         } else {
@@ -342,18 +433,26 @@ impl Run<'_> {
         };
         let mut record = match code {
             Ok(code) => self.execute(code),
-            Err(why) => ToolCall {
-                code: tool_protocol::traced_code(call),
-                output: format!("error: {why}"),
-                error: true,
-                rejected: true,
-                ..Default::default()
-            },
+            Err(why) => rejected(call, why),
         };
         record.protocol = "openai".into();
         record.id = Some(call.id.clone());
         record.name = Some(call.function.name.clone());
         record
+    }
+
+    /// What the model is told when it calls a function it was not offered.
+    fn unknown_tool(&self, name: &str) -> String {
+        let mut offered = Vec::new();
+        if self.plan.sandbox.is_some() {
+            offered.push("\"python\" (code)");
+        }
+        offered.push("\"search_similar_problems\" (query, k)");
+        let name: String = name.chars().take(100).collect();
+        format!(
+            "unknown tool {name:?}: the tools are {}",
+            offered.join(" and ")
+        )
     }
 
     /// Run code in the sample's sandbox (started on first use): the record, output cut and
@@ -428,5 +527,16 @@ impl Run<'_> {
                 .text
                 .push_str(strip_echo(&prefill, &round_text(&c, false)));
         }
+    }
+}
+
+/// The record of a call that was not run, with why (also what the model is told).
+fn rejected(call: &RequestedCall, why: String) -> ToolCall {
+    ToolCall {
+        code: tool_protocol::traced_code(call),
+        output: format!("error: {why}"),
+        error: true,
+        rejected: true,
+        ..Default::default()
     }
 }

@@ -31,6 +31,16 @@ pub struct SamplePlan {
     pub answer_range: RangeInclusive<u64>,
     pub deadline: Instant,
     pub tools: ToolPlan,
+    /// `--rag ...,share=S`: which samples get the examples, and the prompt of those that don't.
+    pub mix: Option<Mix>,
+}
+
+/// The examples in only some of a problem's samples (`share=`).
+#[derive(Debug, Clone)]
+pub struct Mix {
+    pub spec: super::prompt::RagSpec,
+    /// The prompt without examples.
+    pub bare: Arc<Vec<Message>>,
 }
 
 impl SamplePlan {
@@ -173,11 +183,30 @@ impl SampleWorker {
     }
 
     fn one(&self, index: usize) -> SampleTrace {
-        let plain = self.plan.tools.sandbox.is_none() && self.plan.tools.think_budget.is_none();
-        let mut t = match plain {
-            true => self.plain(index),
-            false => self.with_tools(index),
+        let plain = !self.plan.tools.any_tool() && self.plan.tools.think_budget.is_none();
+        let with_examples = self
+            .plan
+            .mix
+            .as_ref()
+            .map(|m| m.spec.examples_in_sample(index));
+        let messages = match (&self.plan.mix, with_examples) {
+            (Some(m), Some(false)) => &m.bare,
+            _ => &self.messages,
         };
+        // `--seed S`: sample i asks for seed S+i, in every arm alike (paired comparisons).
+        let sampling = Sampling {
+            seed: self
+                .plan
+                .sampling
+                .seed
+                .map(|s| s.wrapping_add(index as u64)),
+            ..self.plan.sampling.clone()
+        };
+        let mut t = match plain {
+            true => self.plain(index, messages, &sampling),
+            false => self.with_tools(index, messages, &sampling),
+        };
+        t.with_examples = with_examples;
         let checked = t.answer.is_some_and(|a| checked_by_code(&t, a));
         let truncated = t.cancelled || t.concluded || t.finish_reason == Some(FinishReason::Length);
         t.weight = vote::sample_weight(checked, truncated);
@@ -185,13 +214,10 @@ impl SampleWorker {
     }
 
     /// One request, the answer from its content (else its reasoning).
-    fn plain(&self, index: usize) -> SampleTrace {
-        let a: Attempted = self.client.complete(
-            &self.messages,
-            &self.plan.sampling,
-            self.plan.deadline,
-            &self.cancel,
-        );
+    fn plain(&self, index: usize, messages: &[Message], sampling: &Sampling) -> SampleTrace {
+        let a: Attempted =
+            self.client
+                .complete(messages, sampling, self.plan.deadline, &self.cancel);
         let mut t = SampleTrace {
             index,
             seconds: a.seconds,
@@ -227,12 +253,12 @@ impl SampleWorker {
 
     /// Rounds with code execution and/or the thinking budget (see rounds.rs); the answer comes
     /// from the whole transcript, preferring boxes after the thinking.
-    fn with_tools(&self, index: usize) -> SampleTrace {
+    fn with_tools(&self, index: usize, messages: &[Message], sampling: &Sampling) -> SampleTrace {
         let start = Instant::now();
         let g = rounds::generate(
             &self.client,
-            &self.messages,
-            &self.plan.sampling,
+            messages,
+            sampling,
             &self.plan.tools,
             self.plan.deadline,
             &self.cancel,
@@ -300,7 +326,9 @@ fn overflow_marked(mut errors: Vec<String>, overflow: bool) -> Vec<String> {
 /// (malformed, over the limit) do not count.
 fn checked_by_code(t: &SampleTrace, answer: u64) -> bool {
     let wanted = answer.to_string();
-    t.tool_calls.iter().filter(|c| !c.rejected).any(|c| {
+    // A search (`--tools retrieve`) runs no code.
+    let code = t.tool_calls.iter().filter(|c| c.query.is_none());
+    code.filter(|c| !c.rejected).any(|c| {
         !c.error
             || c.output
                 .split(|ch: char| !ch.is_ascii_digit())

@@ -58,7 +58,7 @@ impl Solver {
     /// Load the retriever, the client (and a `--launch`ed server), the prompt budget and the
     /// sandbox, and read which problems the traces already answer. `cfg.input` must be
     /// [`Input::Serve`] or [`Input::Calls`]; a dry run and a second arm are refused.
-    pub fn open(cfg: SolveConfig, progress: Arc<dyn Progress>) -> Result<Self> {
+    pub fn open(mut cfg: SolveConfig, progress: Arc<dyn Progress>) -> Result<Self> {
         let what = match cfg.input {
             Input::Serve => "--serve",
             Input::Calls => "a Solver",
@@ -67,10 +67,12 @@ impl Solver {
         if cfg.output.dry_run {
             bail!("{what} answers problems; it cannot be a --dry-run");
         }
-        if cfg.retrieval.compare_rag.is_some() {
+        if !cfg.retrieval.compare_rag.is_empty() {
             bail!("{what} answers with one setting; --compare-rag needs a whole --input");
         }
         preflight::check_outputs(&cfg)?;
+        // `--tools retrieve` settles the arm's `search`, as in batch mode.
+        cfg.retrieval.rag = cfg.retrieval.arms(&cfg.tools).remove(0);
         resources::set_aside_if_forced(&cfg, progress.as_ref())?;
         let res = Resources::load(&cfg, progress)?;
         let key = Arm::new(&cfg, &res, ARM, &cfg.retrieval.rag, None)?.key;

@@ -58,6 +58,20 @@ pub fn tools_json() -> &'static Value {
     })
 }
 
+/// The `tools` array for the tools a sample has: `python`, `search_similar_problems`
+/// (`--tools retrieve`), or both; None when it has neither.
+pub fn tools_for(python: bool, search: bool) -> Option<&'static Value> {
+    static SEARCH: OnceLock<Value> = OnceLock::new();
+    static BOTH: OnceLock<Value> = OnceLock::new();
+    let search_fn = super::retrieve_tool::function_json;
+    match (python, search) {
+        (true, false) => Some(tools_json()),
+        (false, true) => Some(SEARCH.get_or_init(|| json!([search_fn()]))),
+        (true, true) => Some(BOTH.get_or_init(|| json!([tools_json()[0].clone(), search_fn()]))),
+        (false, false) => None,
+    }
+}
+
 /// The run's offer of `tools`, shared by all its samples.
 #[derive(Debug)]
 pub struct ToolOffer {
@@ -80,10 +94,15 @@ impl ToolOffer {
     /// The `tools` array to send now, if any (`auto` stops after a refusal; `openai` keeps
     /// sending it so that every sample reports the refusal).
     pub fn tools(&self) -> Option<&'static Value> {
+        self.tools_with(true, false)
+    }
+
+    /// [`ToolOffer::tools`] for a sample with these tools (see [`tools_for`]).
+    pub fn tools_with(&self, python: bool, search: bool) -> Option<&'static Value> {
         match self.protocol {
             ToolProtocol::Fenced => None,
             ToolProtocol::Auto if self.refused.get().is_some() => None,
-            _ => Some(tools_json()),
+            _ => tools_for(python, search),
         }
     }
 

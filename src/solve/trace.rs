@@ -159,6 +159,9 @@ pub struct SampleTrace {
     /// Mean token entropy and log-probability, when the server returned log-probs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confidence: Option<Confidence>,
+    /// With `--rag ...,share=S`: whether this sample's prompt had the retrieved examples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub with_examples: Option<bool>,
 }
 
 fn one() -> f64 {
@@ -194,6 +197,14 @@ pub struct ToolCall {
     pub seconds: f64,
     /// Process group of the interpreter that ran it (0 when none started).
     pub pgid: i32,
+    /// A `search_similar_problems` call: its query (also in `code`), k and the neighbours
+    /// returned (`output` holds them as the model saw them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<usize>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hits: Vec<Retrieved>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,12 +6,16 @@ use super::client::Completion;
 
 /// What opens a code block to run (at the start of a line).
 const OPEN_FENCES: [&str; 3] = ["```python\n", "```py\n", "```python3\n"];
+/// What opens a `search_similar_problems` request (`--tools retrieve`): the query inside.
+pub const SEARCH_FENCES: [&str; 2] = ["```search\n", "```search_similar_problems\n"];
 
 /// Decides, delta by delta, whether the stream should stop: a complete code block to run, or
 /// the thinking budget spent with the thinking still open.
 pub(super) struct Watcher<'p> {
     prefill: &'p str,
     tools: bool,
+    /// Also stop at a complete ```search block.
+    search: bool,
     budget: Option<usize>,
     /// Deltas seen (about one token each).
     pub events: usize,
@@ -27,12 +31,19 @@ impl<'p> Watcher<'p> {
         Self {
             prefill,
             tools,
+            search: false,
             budget,
             events: 0,
             over_budget: false,
             closed: thinking_closed(prefill),
             seen: (0, 0),
         }
+    }
+
+    /// Stop at complete ```search blocks too (`--tools retrieve`, fenced).
+    pub fn with_search(mut self, search: bool) -> Self {
+        self.search = search;
+        self
     }
 
     pub fn stop(&mut self, c: &Completion, events: usize) -> bool {
@@ -42,7 +53,8 @@ impl<'p> Watcher<'p> {
         // boundaries.
         let reasoning = c.reasoning.as_deref().unwrap_or("");
         let fresh = |text: &str, seen: usize| text.get(seen..).is_some_and(|t| t.contains('`'));
-        let fence = self.tools && (fresh(&c.content, self.seen.0) || fresh(reasoning, self.seen.1));
+        let fence = (self.tools || self.search)
+            && (fresh(&c.content, self.seen.0) || fresh(reasoning, self.seen.1));
         self.seen = (c.content.len(), reasoning.len());
         let spent = !self.closed && self.budget.is_some_and(|b| events >= b);
         if !fence && !spent {
@@ -58,7 +70,9 @@ impl<'p> Watcher<'p> {
                 return true;
             }
         }
-        fence && find_block(new).is_some()
+        fence
+            && ((self.tools && find_block(new).is_some())
+                || (self.search && find_fenced(new, &SEARCH_FENCES).is_some()))
     }
 }
 
@@ -117,9 +131,15 @@ pub fn thinking_closed(text: &str) -> bool {
 /// The first complete fenced python block: its code and the byte offset just after its
 /// closing fence.
 pub fn find_block(text: &str) -> Option<(String, usize)> {
+    find_fenced(text, &OPEN_FENCES)
+}
+
+/// The first complete block opened by one of `fences` at a line start: its body and the byte
+/// offset just after its closing fence.
+pub fn find_fenced(text: &str, fences: &[&str]) -> Option<(String, usize)> {
     let mut from = 0;
     while from < text.len() {
-        let (start, fence) = OPEN_FENCES
+        let (start, fence) = fences
             .iter()
             .filter_map(|f| text[from..].find(f).map(|i| (from + i, *f)))
             .min_by_key(|(i, _)| *i)?;

@@ -16,6 +16,7 @@ mod model_config;
 mod memory;
 mod plot;
 mod plot_html;
+mod retrieve_tool;
 mod solve;
 mod solve_failures;
 mod solve_loop;

@@ -94,6 +94,9 @@ pub struct Sampling {
     /// (`logprobs: true, top_logprobs: K`); None asks for none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub top_logprobs: Option<usize>,
+    /// `--seed`: the request's `seed` (sample i of every problem and arm gets seed + i).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Why a generation ended: the server's `finish_reason`, or ours when we ended it.
@@ -233,6 +236,9 @@ impl Ask<'_> {
         if let Some(k) = self.sampling.top_logprobs.filter(|_| self.logprobs) {
             body["logprobs"] = true.into();
             body["top_logprobs"] = k.into();
+        }
+        if let Some(seed) = self.sampling.seed {
+            body["seed"] = seed.into();
         }
         if let Some(tools) = self.tools {
             body["tools"] = tools.clone();
