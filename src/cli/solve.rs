@@ -203,7 +203,8 @@ pub struct ToolArgs {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Time, output and mode")]
 pub struct RunArgs {
-    /// Submission CSV (id,answer).
+    /// Submission (id,answer): CSV, or Parquet (id: string, answer: int64, the AIMO 3 gateway's
+    /// format) when the name ends in .parquet.
     #[arg(long, default_value = "submission.csv")]
     pub out: PathBuf,
     /// Traces, one JSON line per problem [default: traces.jsonl beside --out].
@@ -259,9 +260,16 @@ fn check_counts(a: &SolveArgs) -> Result<()> {
 }
 
 pub fn run(a: SolveArgs) -> Result<()> {
+    let cfg = config(&a)?;
+    crate::solve::run(&cfg, Arc::new(Bars::new(a.run.quiet)))
+}
+
+/// The checked run the flags describe. Also how a binding (Python's `exemplar.Solver`) turns
+/// its keyword arguments into a [`SolveConfig`], so that defaults and messages are the CLI's.
+pub fn config(a: &SolveArgs) -> Result<SolveConfig> {
     // The time budget counts from here: model and index loading and the launch included.
     let started = Instant::now();
-    check_counts(&a)?;
+    check_counts(a)?;
     let (r, run) = (&a.retrieval, &a.run);
     let cfg = SolveConfig {
         input: match (&a.input, run.serve) {
@@ -300,7 +308,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
             force: run.force,
         },
     };
-    crate::solve::run(&cfg, Arc::new(Bars::new(run.quiet)))
+    Ok(cfg)
 }
 
 /// The server, its credentials and how requests to it are retried; a launched server logs

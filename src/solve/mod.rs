@@ -48,6 +48,7 @@ pub mod sample;
 pub mod sandbox;
 mod serve;
 pub mod solver;
+mod submission_parquet;
 pub mod tool_protocol;
 pub mod trace;
 pub mod transcript;

@@ -60,12 +60,20 @@ pub(super) fn report(
     Ok(())
 }
 
-/// `id,answer` for every problem that has one, in input order, written atomically.
+/// `id,answer` for every problem that has one, in input order, written atomically: CSV, or
+/// Parquet (id: string, answer: int64, as the AIMO 3 gateway expects) when `path` ends in
+/// `.parquet`.
 pub fn write_submission(
     path: &Path,
     problems: &[Problem],
     answers: &BTreeMap<String, u64>,
 ) -> Result<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        return super::submission_parquet::write(path, problems, answers);
+    }
     crate::fsio::write_atomically(path, |w| {
         writeln!(w, "id,answer")?;
         for p in problems {

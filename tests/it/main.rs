@@ -17,3 +17,4 @@ mod plot_html;
 mod solve;
 mod solve_tool_calls;
 mod solve_tools;
+mod submission_parquet;
