@@ -16,5 +16,7 @@ venv=${EXEMPLAR_CACHE:-.cache}/venv
 scripts/install-chromium.sh >/dev/null \
   || echo "test.sh: no Chromium; tests/it/plot_html.rs will skip its browser tests" >&2
 cargo nextest run --release --no-fail-fast "$@"
+# The Python package (python/): its wheel, installed in a fresh virtualenv, under pytest.
+scripts/python-tests.sh
 # The README's other command, the main job, in a fresh clone with empty caches and no ../shared.
 scripts/fresh-clone-check.sh

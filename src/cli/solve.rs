@@ -286,7 +286,8 @@ pub struct ToolArgs {
 #[derive(Args, Debug)]
 #[command(next_help_heading = "Time, output and mode")]
 pub struct RunArgs {
-    /// Submission CSV (id,answer).
+    /// Submission (id,answer): CSV, or Parquet (id: string, answer: int64, the AIMO 3 gateway's
+    /// format) when the name ends in .parquet.
     #[arg(long, default_value = "submission.csv")]
     pub out: PathBuf,
     /// Traces, one JSON line per problem [default: traces.jsonl beside --out].
@@ -365,13 +366,24 @@ fn check_counts(a: &SolveArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn run(a: SolveArgs) -> Result<()> {
+pub fn run(mut a: SolveArgs) -> Result<()> {
+    if let Some(SolveCommand::Distill(d)) = a.command.take() {
+        return super::distill::run(d, Instant::now());
+    }
+    let cfg = config(&a)?;
+    let summary = crate::solve::run(&cfg, Arc::new(Bars::new(a.run.quiet)))?;
+    if a.run.json {
+        println!("{}", serde_json::to_string(&summary)?);
+    }
+    summary.check()
+}
+
+/// The checked run the flags describe. Also how a binding (Python's `exemplar.Solver`) turns
+/// its keyword arguments into a [`SolveConfig`], so that defaults and messages are the CLI's.
+pub fn config(a: &SolveArgs) -> Result<SolveConfig> {
     // The time budget counts from here: model and index loading and the launch included.
     let started = Instant::now();
-    if let Some(SolveCommand::Distill(d)) = a.command {
-        return super::distill::run(d, started);
-    }
-    check_counts(&a)?;
+    check_counts(a)?;
     let (r, run) = (&a.retrieval, &a.run);
     let cfg = SolveConfig {
         input: match (&a.input, run.serve) {
@@ -418,11 +430,7 @@ pub fn run(a: SolveArgs) -> Result<()> {
             force: run.force,
         },
     };
-    let summary = crate::solve::run(&cfg, Arc::new(Bars::new(run.quiet)))?;
-    if run.json {
-        println!("{}", serde_json::to_string(&summary)?);
-    }
-    summary.check()
+    Ok(cfg)
 }
 
 /// `--exclude FILE --exclude-overlap J`, checked.

@@ -101,6 +101,12 @@ impl Encoder {
     pub fn recipe(&self) -> &Recipe {
         &self.recipe
     }
+    /// Put another task instruction into the query template (a binding's per-call
+    /// `instruction=`); documents do not use it.
+    pub fn set_instruction(&mut self, instruction: &str) {
+        self.recipe.instruction = instruction.to_string();
+        self.info.recipe.instruction = instruction.to_string();
+    }
     pub fn dim(&self) -> usize {
         self.info.dim
     }

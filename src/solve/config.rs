@@ -172,7 +172,7 @@ impl BudgetConfig {
 /// What is written, and how earlier output is treated.
 #[derive(Debug, Clone)]
 pub struct OutputConfig {
-    /// Submission CSV (id,answer).
+    /// Submission (id,answer): CSV, or Parquet when the name ends in `.parquet`.
     pub out: PathBuf,
     /// traces.jsonl: one line per problem, and the state a rerun resumes from.
     pub traces: PathBuf,

@@ -68,6 +68,7 @@ pub mod sandbox;
 mod serve;
 pub mod solver;
 pub mod stats;
+mod submission_parquet;
 pub mod time_share;
 pub mod tool_protocol;
 pub mod trace;

@@ -231,12 +231,20 @@ fn say_retrieval(o: &Outcomes, max_tokens: usize) {
     }
 }
 
-/// `id,answer` for every problem that has one, in input order, written atomically.
+/// `id,answer` for every problem that has one, in input order, written atomically: CSV, or
+/// Parquet (id: string, answer: int64, as the AIMO 3 gateway expects) when `path` ends in
+/// `.parquet`.
 pub fn write_submission(
     path: &Path,
     problems: &[Problem],
     answers: &BTreeMap<String, u64>,
 ) -> Result<()> {
+    if path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+    {
+        return super::submission_parquet::write(path, problems, answers);
+    }
     let rows: Vec<(&str, u64)> = problems
         .iter()
         .filter_map(|p| Some((p.id.as_str(), *answers.get(&p.id)?)))

@@ -22,3 +22,4 @@ mod solve_failures;
 mod solve_loop;
 mod solve_tool_calls;
 mod solve_tools;
+mod submission_parquet;
