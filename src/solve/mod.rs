@@ -19,9 +19,11 @@
 //!   output), duration.rs (`5h`, `90m`), resources.rs (what loads once), arm.rs (one retrieval
 //!   setting; `solve_problem`, the per-problem sequence, and the batch loop), solver.rs (the
 //!   one-problem-at-a-time API), serve.rs (`--serve`'s stdin/stdout loop), report.rs
-//!   (submission file, summary, `--eval` table), problems.rs (reading `--input`).
+//!   (submission file, summary, `--eval` table), problems.rs (reading `--input`), compare.rs
+//!   (the `--compare-rag` verdict) and stats.rs (its bootstrap and McNemar test).
 //! - the prompt: retrieve.rs (neighbours), prompt.rs (messages, `--rag`), fit.rs (into the
-//!   server's context).
+//!   server's context), retrieve_tool.rs (`--tools retrieve`: neighbours on the model's
+//!   request).
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
 //!   launch.rs (`--launch`), sample.rs (N samples, C in flight, early stop), rounds.rs (the
 //!   rounds of one sample: code blocks, tool calls, tool outputs, the thinking budget),
