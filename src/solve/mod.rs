@@ -25,11 +25,13 @@
 //!   (submission file, summary, `--json`, `--eval` table), problems.rs (reading `--input`,
 //!   finding its problem and id fields), preflight.rs (checks before the first problem: values,
 //!   the server, the model), outcome.rs (answered, fallback, out of time or failed; what a
-//!   re-run redoes), loop_summary.rs (vote rule, selector and time figures of an arm).
+//!   re-run redoes), loop_summary.rs (vote rule, selector and time figures of an arm), compare.rs (the
+//!   `--compare-rag` verdict) and stats.rs (its bootstrap and McNemar test).
 //! - the prompt: retrieve.rs (neighbours), exclude.rs (`--exclude`: twins of the test
 //!   problems), memory.rs (memory forms: what a neighbour shows), prompt.rs (messages, `--rag`),
 //!   fit.rs (into the server's context). distill.rs (`solve distill`) writes the insights the
-//!   `insight` form shows.
+//!   `insight` form shows; retrieve_tool.rs (`--tools retrieve`: neighbours on the model's
+//!   request).
 //! - the model: client/ (OpenAI wire types, the retrying transport, SSE, tool-call assembly),
 //!   launch.rs (`--launch`), sample.rs (N samples, C in flight, early stop), rounds.rs (the
 //!   rounds of one sample: code blocks, tool calls, tool outputs, the thinking budget),
