@@ -33,8 +33,11 @@ pub fn run(args: InfoArgs) -> Result<()> {
     }
     let encoder = args.model.load()?;
     let info = encoder.info();
+    let settings = encoder.settings();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(info)?);
+        let mut json = serde_json::to_value(info)?;
+        json["config"] = serde_json::to_value(settings)?;
+        println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(());
     }
     let r = &info.recipe;
@@ -44,6 +47,14 @@ pub fn run(args: InfoArgs) -> Result<()> {
     writeln!(out, "fingerprint:       {}", info.fingerprint)?;
     writeln!(out, "architecture:      {:?}", r.architecture)?;
     writeln!(out, "dim:               {}", info.dim)?;
+    writeln!(out, "hidden act:        {}", settings.hidden_act)?;
+    match &settings.rope {
+        Some(rope) => writeln!(out, "rope:              {rope}")?,
+        None => writeln!(out, "rope:              none (absolute positions)")?,
+    }
+    if let Some(w) = settings.sliding_window {
+        writeln!(out, "sliding window:    {w}")?;
+    }
     writeln!(out, "attention:         {:?}", r.attention)?;
     writeln!(out, "pooling:           {:?}", r.pooling)?;
     writeln!(out, "normalize:         {}", r.normalize)?;

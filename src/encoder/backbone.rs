@@ -8,7 +8,7 @@
 
 use anyhow::{Context, Result};
 
-use super::{cpu, AttentionBlocks, Checkpoint, EncoderOptions, PaddingSide, Recipe};
+use super::{config, cpu, AttentionBlocks, Checkpoint, EncoderOptions, PaddingSide, Recipe};
 
 /// A loaded model body.
 pub trait Backbone: Send + Sync {
@@ -85,8 +85,16 @@ impl Padded {
     }
 }
 
-/// The backbone for a checkpoint: the CPU engine where it runs the model, else candle.
+/// The backbone for a checkpoint: the CPU engine where it runs the model, else candle. First,
+/// what config.json declares is checked against the weights' headers.
 pub fn load(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Box<dyn Backbone>> {
+    let shapes = config::tensor_shapes(&ck.files.weights)?;
+    ck.settings
+        .check_weights(&ck.config, &shapes)
+        .with_context(|| {
+            let (config, dir) = (ck.files.config.display(), ck.dir.display());
+            format!("loading weights from {dir}: {config} does not match them")
+        })?;
     match cpu::load(ck, opts)? {
         Some(backbone) => Ok(backbone),
         None => super::candle::load(ck, opts),

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use super::recipe::{self, Architecture, Recipe, RecipeOverrides};
 use super::source::{self, ModelFiles};
-use super::{resolve_dtype, DType, Device, EncoderOptions};
+use super::{resolve_dtype, DType, Device, EncoderOptions, ModelConfig};
 
 /// What `embed info` prints and what every manifest records about the model.
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +35,8 @@ pub struct Checkpoint {
     pub files: ModelFiles,
     pub config: serde_json::Value,
     pub architecture: Architecture,
+    /// What config.json says beyond the shapes, resolved in either layout and checked.
+    pub settings: ModelConfig,
     pub recipe: Recipe,
     pub fingerprint: String,
     pub dim: usize,
@@ -47,8 +49,10 @@ impl Checkpoint {
         Self::open_checked(model, overrides, |_| Ok(()))
     }
 
-    /// Like [`Checkpoint::open`], but `check` sees the fingerprint first, before anything else
-    /// is read: a manifest refuses another model by its identity, not by a confusing recipe error.
+    /// Like [`Checkpoint::open`], but `check` sees the fingerprint first, before the recipe is
+    /// resolved: a manifest refuses another model by its identity, not by a confusing recipe
+    /// error. (The fingerprint covers config.json's resolved settings, so a config exemplar
+    /// refuses is refused before `check`.)
     pub fn open_checked(
         model: &str,
         overrides: &RecipeOverrides,
@@ -56,11 +60,15 @@ impl Checkpoint {
     ) -> Result<Self> {
         let dir = source::resolve_model_dir(model)?;
         let files = source::locate_files(&dir)?;
-        let fingerprint = fingerprint(&files)?;
-        check(&fingerprint)?;
         let config = recipe::read_json(&files.config)?;
         let architecture = recipe::detect_architecture(&files.config, &config)?;
+        let settings = ModelConfig::read(&files.config, &config, architecture)?;
+        let fingerprint = fingerprint(&files, &settings)?;
+        check(&fingerprint)?;
         let recipe = recipe::resolve_recipe(&files, &config, architecture, overrides)?;
+        settings
+            .check_length(recipe.max_length)
+            .with_context(|| files.config.display().to_string())?;
         let number = |key: &str| -> Result<usize> {
             config
                 .get(key)
@@ -77,6 +85,7 @@ impl Checkpoint {
             files,
             config,
             architecture,
+            settings,
             recipe,
         })
     }
@@ -110,10 +119,14 @@ impl Checkpoint {
 }
 
 /// A cheap identity for a checkpoint: config and tokenizer in full, plus each weight file's
-/// size, safetensors header and 16 evenly spaced 64 KiB samples. Hashing all 16 GB of an 8B
-/// model on every run would cost more than it protects.
-pub fn fingerprint(files: &ModelFiles) -> Result<String> {
+/// size, safetensors header and 16 evenly spaced 64 KiB samples, and the settings exemplar
+/// resolved from config.json (so vectors made from a misread config are not mixed with ones
+/// made from the right reading). Hashing all 16 GB of an 8B model on every run would cost more
+/// than it protects.
+pub fn fingerprint(files: &ModelFiles, settings: &ModelConfig) -> Result<String> {
     let mut h = Sha256::new();
+    h.update(b"exemplar resolved config v1\0");
+    h.update(serde_json::to_vec(settings)?);
     for p in [&files.config, &files.tokenizer] {
         h.update(std::fs::read(p).with_context(|| format!("reading {}", p.display()))?);
     }

@@ -10,7 +10,7 @@ use super::recipe::{self, Recipe, TextKind};
 use super::source::ModelFiles;
 #[cfg(doc)]
 use super::ATTENTION_BLOCK_ENV;
-use super::{AttentionBlocks, Checkpoint, EncoderOptions, ModelInfo};
+use super::{AttentionBlocks, Checkpoint, EncoderOptions, ModelConfig, ModelInfo};
 
 /// One text after templating and tokenisation.
 #[derive(Debug, Clone)]
@@ -30,6 +30,7 @@ pub struct Encoded {
 
 pub struct Encoder {
     info: ModelInfo,
+    settings: ModelConfig,
     recipe: Recipe,
     /// Truncates at the recipe's length.
     tokenizer: Tokenizer,
@@ -73,6 +74,7 @@ impl Encoder {
             .unwrap_or(0);
         Ok(Self {
             info: ck.info(opts),
+            settings: ck.settings.clone(),
             recipe: ck.recipe.clone(),
             tokenizer,
             probe,
@@ -91,6 +93,10 @@ impl Encoder {
 
     pub fn info(&self) -> &ModelInfo {
         &self.info
+    }
+    /// What config.json says beyond the shapes, as resolved (see [`ModelConfig`]).
+    pub fn settings(&self) -> &ModelConfig {
+        &self.settings
     }
     pub fn recipe(&self) -> &Recipe {
         &self.recipe

@@ -10,7 +10,7 @@ use super::attention::{AttentionBlocks, SCORE_BYTES};
 use super::batching::BatchBudget;
 use super::recipe::{self, Architecture};
 use super::source::{self, ModelFiles};
-use super::{llama, DType, Device, EncoderOptions};
+use super::{llama, DType, Device, EncoderOptions, ModelConfig};
 
 /// Memory of one model at one setting. Byte counts are estimates of what the forward pass holds
 /// at once; they leave out the runtime itself (CUDA context and cuBLAS workspace, ~0.5-1 GiB on
@@ -79,6 +79,10 @@ pub fn estimate_memory(model: &str, opts: &EncoderOptions) -> Result<MemoryEstim
     let config = recipe::read_json(&files.config)?;
     let architecture = recipe::detect_architecture(&files.config, &config)?;
     let recipe = recipe::resolve_recipe(&files, &config, architecture, &opts.overrides)?;
+    // The same refusals as a load, short of the weights (which are not read).
+    ModelConfig::read(&files.config, &config, architecture)?
+        .check_length(recipe.max_length)
+        .with_context(|| files.config.display().to_string())?;
     let shapes = match architecture {
         Architecture::Llama => llama_shapes(&config),
         Architecture::Bert => bert_shapes(&config),

@@ -2,55 +2,75 @@
 //! `LlamaBidirectionalModel`), shared by both engines: what it declares, checked, and turned
 //! into the [`DecoderShape`] the engines' decoders are built from.
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Deserialize;
 
+use super::config::{ModelConfig, Rope};
 use super::decoder::DecoderShape;
+use super::recipe::Architecture;
 
+/// The sizes and settings of a Llama config.json, in either layout (see [`super::config`]).
 #[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "serde_json::Value")]
 pub struct LlamaConfig {
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
     pub num_hidden_layers: usize,
     pub num_attention_heads: usize,
-    #[serde(default)]
     pub num_key_value_heads: Option<usize>,
-    #[serde(default)]
     pub head_dim: Option<usize>,
-    #[serde(default = "default_rms_eps")]
     pub rms_norm_eps: f64,
-    #[serde(default = "default_rope_theta")]
-    pub rope_theta: f64,
-    #[serde(default)]
-    pub rope_scaling: Option<RopeScaling>,
-    #[serde(default)]
+    /// Rotary settings, from `rope_parameters` or `rope_theta` + `rope_scaling`.
+    pub rope: Rope,
     pub attention_bias: bool,
-    #[serde(default)]
     pub mlp_bias: bool,
+}
+
+/// The sizes, as config.json spells them.
+#[derive(Deserialize)]
+struct Sizes {
+    vocab_size: usize,
+    hidden_size: usize,
+    intermediate_size: usize,
+    num_hidden_layers: usize,
+    num_attention_heads: usize,
     #[serde(default)]
-    pub hidden_act: Option<String>,
+    num_key_value_heads: Option<usize>,
+    #[serde(default)]
+    head_dim: Option<usize>,
+    #[serde(default = "default_rms_eps")]
+    rms_norm_eps: f64,
 }
 
 fn default_rms_eps() -> f64 {
     1e-6
 }
-fn default_rope_theta() -> f64 {
-    10_000.0
-}
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct RopeScaling {
-    #[serde(alias = "type")]
-    pub rope_type: String,
-    #[serde(default)]
-    pub factor: Option<f64>,
-    #[serde(default)]
-    pub low_freq_factor: Option<f64>,
-    #[serde(default)]
-    pub high_freq_factor: Option<f64>,
-    #[serde(default)]
-    pub original_max_position_embeddings: Option<usize>,
+impl TryFrom<serde_json::Value> for LlamaConfig {
+    type Error = anyhow::Error;
+
+    /// The sizes, and the settings resolved (and refused when unsupported) by
+    /// [`ModelConfig::resolve`].
+    fn try_from(config: serde_json::Value) -> Result<Self> {
+        let settings = ModelConfig::resolve(&config, Architecture::Llama)?;
+        let s: Sizes = serde_json::from_value(config)?;
+        Ok(Self {
+            vocab_size: s.vocab_size,
+            hidden_size: s.hidden_size,
+            intermediate_size: s.intermediate_size,
+            num_hidden_layers: s.num_hidden_layers,
+            num_attention_heads: s.num_attention_heads,
+            num_key_value_heads: s.num_key_value_heads,
+            head_dim: s.head_dim,
+            rms_norm_eps: s.rms_norm_eps,
+            rope: settings
+                .rope
+                .context("a Llama config without rotary settings")?,
+            attention_bias: settings.attention_bias,
+            mlp_bias: settings.mlp_bias,
+        })
+    }
 }
 
 impl LlamaConfig {
@@ -76,57 +96,12 @@ impl LlamaConfig {
                 self.head_dim()
             );
         }
-        if let Some(act) = &self.hidden_act {
-            if act != "silu" {
-                bail!("hidden_act {act:?} is not supported for Llama (only \"silu\")");
-            }
-        }
-        if let Some(s) = &self.rope_scaling {
-            if !matches!(s.rope_type.as_str(), "llama3" | "linear" | "default") {
-                bail!(
-                    "rope_scaling type {:?} is not supported (supported: llama3, linear, default)",
-                    s.rope_type
-                );
-            }
-        }
         Ok(())
     }
 
     /// RoPE inverse frequencies, including Llama 3.1's frequency-dependent scaling.
     pub fn rope_inv_freq(&self) -> Vec<f32> {
-        let dim = self.head_dim();
-        let base: Vec<f64> = (0..dim / 2)
-            .map(|i| 1.0 / self.rope_theta.powf((2 * i) as f64 / dim as f64))
-            .collect();
-        let Some(scaling) = &self.rope_scaling else {
-            return base.iter().map(|&f| f as f32).collect();
-        };
-        let factor = scaling.factor.unwrap_or(1.0);
-        match scaling.rope_type.as_str() {
-            "linear" => base.iter().map(|&f| (f / factor) as f32).collect(),
-            "llama3" => {
-                let low = scaling.low_freq_factor.unwrap_or(1.0);
-                let high = scaling.high_freq_factor.unwrap_or(4.0);
-                let old_ctx = scaling.original_max_position_embeddings.unwrap_or(8192) as f64;
-                let low_wavelen = old_ctx / low;
-                let high_wavelen = old_ctx / high;
-                base.iter()
-                    .map(|&freq| {
-                        let wavelen = 2.0 * std::f64::consts::PI / freq;
-                        let scaled = if wavelen < high_wavelen {
-                            freq
-                        } else if wavelen > low_wavelen {
-                            freq / factor
-                        } else {
-                            let smooth = (old_ctx / wavelen - low) / (high - low);
-                            (1.0 - smooth) * freq / factor + smooth * freq
-                        };
-                        scaled as f32
-                    })
-                    .collect()
-            }
-            _ => base.iter().map(|&f| f as f32).collect(),
-        }
+        self.rope.inv_freq(self.head_dim())
     }
 }
 

@@ -7,6 +7,7 @@ pub mod backbone;
 pub mod batching;
 pub mod candle;
 mod checkpoint;
+pub mod config;
 pub mod cpu;
 pub mod decoder;
 pub mod device;
@@ -23,6 +24,7 @@ pub use backbone::Backbone;
 pub use batching::{plan_batches, BatchBudget};
 pub use candle::pooling;
 pub use checkpoint::{fingerprint, Checkpoint, ModelInfo};
+pub use config::{checkpoint_dtype, ModelConfig};
 pub use device::{DType, Device};
 pub use encode::{Encoded, Encoder, Tokenized};
 pub use estimate::{estimate_memory, MemoryEstimate, WorstBatch};
@@ -95,14 +97,6 @@ pub fn resolve_dtype(
         return DType::F32;
     }
     checkpoint_dtype(config).unwrap_or(DType::F32)
-}
-
-/// The `torch_dtype` (or `dtype`) a config.json declares, when it is f32, bf16 or f16.
-pub fn checkpoint_dtype(config: &serde_json::Value) -> Option<DType> {
-    ["torch_dtype", "dtype"]
-        .iter()
-        .find_map(|k| config.get(*k).and_then(|v| v.as_str()))
-        .and_then(|s| s.parse().ok())
 }
 
 /// Cosine similarity of two vectors (for tests and diagnostics).
