@@ -92,6 +92,10 @@ pub struct Recipe {
     pub query_template: String,
     pub instruction: String,
     pub padding_side: PaddingSide,
+    /// Matryoshka truncation (`--dim N`): keep the first N components of each pooled vector,
+    /// then normalise. Absent: the whole vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_dim: Option<usize>,
 }
 
 /// Flag values that replace what the checkpoint says. `None` keeps the checkpoint's choice.
@@ -106,6 +110,7 @@ pub struct RecipeOverrides {
     pub query_template: Option<String>,
     pub instruction: Option<String>,
     pub padding_side: Option<PaddingSide>,
+    pub truncate_dim: Option<usize>,
 }
 
 impl Recipe {
@@ -134,6 +139,8 @@ struct ConfigHead {
     pooling: Option<String>,
     #[serde(default)]
     max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    hidden_size: Option<usize>,
 }
 
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -246,8 +253,14 @@ pub fn resolve_recipe(
             Architecture::Bert => PaddingSide::Right,
             _ => PaddingSide::Left,
         },
+        truncate_dim: None,
     };
     let recipe = overrides.apply(recipe)?;
+    if let (Some(n), Some(dim)) = (recipe.truncate_dim, head.hidden_size) {
+        if n == 0 || n > dim {
+            bail!("--dim {n}: the model's vectors have {dim} components (pass 1 to {dim})");
+        }
+    }
     check_recipe(&recipe)?;
     Ok(recipe)
 }
@@ -274,6 +287,7 @@ impl RecipeOverrides {
         recipe.normalize = self.normalize.unwrap_or(recipe.normalize);
         recipe.append_eos = self.append_eos.unwrap_or(recipe.append_eos);
         recipe.padding_side = self.padding_side.unwrap_or(recipe.padding_side);
+        recipe.truncate_dim = self.truncate_dim.or(recipe.truncate_dim);
         Ok(recipe)
     }
 }
