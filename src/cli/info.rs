@@ -46,7 +46,14 @@ pub fn run(args: InfoArgs) -> Result<()> {
     writeln!(out, "path:              {}", info.path)?;
     writeln!(out, "fingerprint:       {}", info.fingerprint)?;
     writeln!(out, "architecture:      {:?}", r.architecture)?;
-    writeln!(out, "dim:               {}", info.dim)?;
+    match r.truncate_dim {
+        Some(n) => writeln!(
+            out,
+            "dim:               {n} (the first {n} of {} components, --dim)",
+            encoder.model_dim()
+        )?,
+        None => writeln!(out, "dim:               {}", info.dim)?,
+    }
     writeln!(out, "hidden act:        {}", settings.hidden_act)?;
     match &settings.rope {
         Some(rope) => writeln!(out, "rope:              {rope}")?,

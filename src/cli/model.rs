@@ -58,6 +58,11 @@ pub struct ModelArgs {
     /// vectors do not depend on it.
     #[arg(long, value_parser = names::<PaddingSide>(PaddingSide::NAMES))]
     pub padding_side: Option<PaddingSide>,
+    /// Matryoshka truncation: keep the first N components of each vector and re-normalise
+    /// (for models trained for it, such as Qwen3-Embedding); recorded in the manifest, so an
+    /// index embeds its queries the same way [default: the whole vector].
+    #[arg(long, value_name = "N")]
+    pub dim: Option<usize>,
     /// Padded-token budget of one forward pass; texts are sorted by length and packed under it
     /// [default: 8192 on CPU, 16384 on GPU].
     #[arg(long)]
@@ -88,6 +93,7 @@ impl ModelArgs {
                 query_template: self.query_template.as_ref().map(unescape),
                 instruction: Some(self.instruction.clone()),
                 padding_side: self.padding_side,
+                truncate_dim: self.dim,
             },
         }
     }

@@ -86,6 +86,8 @@ pub struct Masks {
     /// `[batch, 1, 1, len]` f32: 0 at real keys, `f32::MIN` at padding; `None` without padding.
     key_bias: Option<Tensor>,
     causal: bool,
+    /// Causal attention to at most this many keys, the query's own included (Mistral).
+    window: Option<usize>,
     len: usize,
     device: Device,
 }
@@ -109,9 +111,17 @@ impl Masks {
         Ok(Self {
             key_bias,
             causal: attention == Attention::Causal,
+            window: None,
             len,
             device: dev.clone(),
         })
+    }
+
+    /// The same masks, with causal attention limited to `window` keys (`None`: unlimited).
+    /// Padding shifts queries and keys alike, so distances in the padded rows are the real ones.
+    pub fn with_window(mut self, window: Option<usize>) -> Self {
+        self.window = window;
+        self
     }
 
     /// Additive bias for query rows `start..start + rows`, broadcastable to
@@ -125,11 +135,22 @@ impl Masks {
         let q = Tensor::arange(start as u32, (start + rows) as u32, dev)?.reshape((rows, 1))?;
         let k = Tensor::arange(0u32, self.len as u32, dev)?.reshape((1, self.len))?;
         // Future keys (k > q) are hidden: 1 * MIN = MIN, 0 * MIN = -0.0.
-        let future = k
+        let mut future = k
             .broadcast_gt(&q)?
             .to_dtype(DType::F32)?
             .affine(f32::MIN as f64, 0.0)?
             .reshape((1, 1, rows, self.len))?;
+        if let Some(w) = self.window {
+            // Keys `w` or more behind the query are hidden too: k + w <= q.
+            let len = self.len as u32;
+            let shifted = Tensor::arange(w as u32, len + w as u32, dev)?.reshape((1, self.len))?;
+            let old = shifted
+                .broadcast_le(&q)?
+                .to_dtype(DType::F32)?
+                .affine(f32::MIN as f64, 0.0)?
+                .reshape((1, 1, rows, self.len))?;
+            future = future.minimum(&old)?;
+        }
         Ok(Some(match &self.key_bias {
             Some(keys) => keys.broadcast_minimum(&future)?,
             None => future,

@@ -17,6 +17,7 @@ pub struct ModelInfo {
     pub model: String,
     pub path: String,
     pub fingerprint: String,
+    /// Width of the vectors made: the model's, or `--dim`'s (the recipe's `truncate_dim`).
     pub dim: usize,
     pub vocab_size: usize,
     pub dtype: DType,
@@ -96,7 +97,7 @@ impl Checkpoint {
             model: self.model.clone(),
             path: self.dir.display().to_string(),
             fingerprint: self.fingerprint.clone(),
-            dim: self.dim,
+            dim: self.recipe.truncate_dim.unwrap_or(self.dim),
             vocab_size: self.vocab_size,
             dtype: self.dtype(opts),
             device: opts.device,

@@ -107,8 +107,13 @@ impl Encoder {
         self.recipe.instruction = instruction.to_string();
         self.info.recipe.instruction = instruction.to_string();
     }
+    /// Width of the vectors made (`--dim`'s, when it truncates).
     pub fn dim(&self) -> usize {
         self.info.dim
+    }
+    /// Width of the model's own vectors (its hidden size).
+    pub fn model_dim(&self) -> usize {
+        self.backbone.hidden_size()
     }
     pub fn max_batch_tokens(&self) -> usize {
         self.budget.tokens
@@ -197,7 +202,14 @@ impl Encoder {
             texts,
             padding.then_some((self.recipe.padding_side, self.pad_id)),
         );
-        self.backbone.embed(&batch, &self.recipe)
+        let vectors = self.backbone.embed(&batch, &self.recipe)?;
+        Ok(match self.recipe.truncate_dim {
+            Some(n) => vectors
+                .into_iter()
+                .map(|v| truncate(v, n, self.recipe.normalize))
+                .collect(),
+            None => vectors,
+        })
     }
 
     /// Tokenise, batch by length under the token budget, embed; results in input order.
@@ -229,6 +241,17 @@ impl Encoder {
             truncated: tokenized.iter().filter(|t| t.truncated).count(),
         })
     }
+}
+
+/// Matryoshka truncation: the first `n` components, normalised again when the recipe
+/// normalises (the prefix of a unit vector is not one).
+fn truncate(mut v: Vec<f32>, n: usize, normalize: bool) -> Vec<f32> {
+    v.truncate(n);
+    if normalize {
+        let norm = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
+        v.iter_mut().for_each(|x| *x /= norm);
+    }
+    v
 }
 
 /// The model's tokenizer with our padding and truncation (never the ones stored in the file),

@@ -84,13 +84,13 @@ pub fn estimate_memory(model: &str, opts: &EncoderOptions) -> Result<MemoryEstim
         .check_length(recipe.max_length)
         .with_context(|| files.config.display().to_string())?;
     let shapes = match architecture {
-        Architecture::Llama => llama_shapes(&config),
         Architecture::Bert => bert_shapes(&config),
+        _ => llama_shapes(&config),
     }
     .with_context(|| format!("{}", files.config.display()))?;
     let blocks = match architecture {
-        Architecture::Llama => AttentionBlocks::from_env()?,
         Architecture::Bert => AttentionBlocks::UNBLOCKED,
+        _ => AttentionBlocks::from_env()?,
     };
     let dtype = super::resolve_dtype(opts.dtype, opts.device, &config);
     let budget = BatchBudget {
@@ -157,34 +157,32 @@ fn worst_batch(e: &mut MemoryEstimate, s: &Shapes, budget: &BatchBudget) {
     e.peak_bytes = e.weight_bytes + e.batch.activation_bytes;
 }
 
+/// A Llama-built decoder's sizes and parameter count (Llama, Qwen3, Qwen2, Mistral).
 fn llama_shapes(config: &serde_json::Value) -> Result<Shapes> {
-    let cfg: llama::LlamaConfig =
-        serde_json::from_value(config.clone()).context("not a Llama config")?;
-    cfg.validate()?;
+    let cfg: llama::LlamaConfig = serde_json::from_value(config.clone())
+        .with_context(|| "not a Llama-built decoder's config")?;
+    let s = cfg.shape()?;
     let (h, i, hd) = (
-        cfg.hidden_size as u64,
-        cfg.intermediate_size as u64,
-        cfg.head_dim() as u64,
+        s.hidden_size as u64,
+        s.intermediate_size as u64,
+        s.head_dim as u64,
     );
-    let (nh, nkv) = (cfg.num_attention_heads as u64, cfg.kv_heads() as u64);
-    let attn_bias = if cfg.attention_bias {
-        (nh + 2 * nkv) * hd + h
-    } else {
-        0
-    };
-    let mlp_bias = if cfg.mlp_bias { 2 * i + h } else { 0 };
+    let (nh, nkv) = (s.heads as u64, s.kv_heads as u64);
+    let qkv_bias = if s.qkv_bias { (nh + 2 * nkv) * hd } else { 0 };
+    let o_bias = if s.o_bias { h } else { 0 };
+    let mlp_bias = if s.mlp_bias { 2 * i + h } else { 0 };
+    let qk_norm = if s.qk_norm { 2 * hd } else { 0 };
     // q, k, v, o; gate, up, down; two RMSNorm weights.
     let layer = h * nh * hd + 2 * h * nkv * hd + nh * hd * h + 3 * h * i + 2 * h;
-    let parameters = cfg.vocab_size as u64 * h
-        + cfg.num_hidden_layers as u64 * (layer + attn_bias + mlp_bias)
-        + h;
+    let extras = qkv_bias + o_bias + mlp_bias + qk_norm;
+    let parameters = s.vocab_size as u64 * h + s.layers as u64 * (layer + extras) + h;
     Ok(Shapes {
-        layers: cfg.num_hidden_layers,
-        hidden: cfg.hidden_size,
-        intermediate: cfg.intermediate_size,
-        heads: cfg.num_attention_heads,
-        kv_heads: cfg.kv_heads(),
-        head_dim: cfg.head_dim(),
+        layers: s.layers,
+        hidden: s.hidden_size,
+        intermediate: s.intermediate_size,
+        heads: s.heads,
+        kv_heads: s.kv_heads,
+        head_dim: s.head_dim,
         parameters,
     })
 }

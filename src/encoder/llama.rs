@@ -1,6 +1,8 @@
-//! The Llama family's config.json (plain Llama checkpoints and nvidia/llama-embed-nemotron-8b's
-//! `LlamaBidirectionalModel`), shared by both engines: what it declares, checked, and turned
-//! into the [`DecoderShape`] the engines' decoders are built from.
+//! The config.json of every decoder built like Llama, shared by both engines: Llama itself (plain
+//! checkpoints and nvidia/llama-embed-nemotron-8b's `LlamaBidirectionalModel`), Qwen3, Qwen2
+//! and Mistral. What it declares, checked, and turned into the [`DecoderShape`] the engines'
+//! decoders are built from; the settings beyond the shapes come from [`ModelConfig::resolve`],
+//! which knows what each architecture has.
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
@@ -9,10 +11,12 @@ use super::config::{ModelConfig, Rope};
 use super::decoder::DecoderShape;
 use super::recipe::Architecture;
 
-/// The sizes and settings of a Llama config.json, in either layout (see [`super::config`]).
+/// The sizes and settings of a Llama-built decoder's config.json, in either layout (see
+/// [`super::config`]); the architecture is config.json's `model_type`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(try_from = "serde_json::Value")]
 pub struct LlamaConfig {
+    pub architecture: Architecture,
     pub vocab_size: usize,
     pub hidden_size: usize,
     pub intermediate_size: usize,
@@ -25,6 +29,8 @@ pub struct LlamaConfig {
     pub rope: Rope,
     pub attention_bias: bool,
     pub mlp_bias: bool,
+    /// Tokens a query looks back (Mistral), when the config limits it.
+    pub sliding_window: Option<usize>,
 }
 
 /// The sizes, as config.json spells them.
@@ -53,9 +59,23 @@ impl TryFrom<serde_json::Value> for LlamaConfig {
     /// The sizes, and the settings resolved (and refused when unsupported) by
     /// [`ModelConfig::resolve`].
     fn try_from(config: serde_json::Value) -> Result<Self> {
-        let settings = ModelConfig::resolve(&config, Architecture::Llama)?;
-        let s: Sizes = serde_json::from_value(config)?;
+        let path = std::path::Path::new("config.json");
+        let architecture = super::recipe::detect_architecture(path, &config)?;
+        if !architecture.is_decoder() {
+            bail!("{architecture:?} is not a decoder built like Llama");
+        }
+        let settings = ModelConfig::resolve(&config, architecture)?;
+        let mut s: Sizes = serde_json::from_value(config)?;
+        if architecture == Architecture::Qwen3 {
+            // Qwen3's default, not hidden_size / heads.
+            s.head_dim = s.head_dim.or(Some(128));
+        }
+        let window = settings
+            .implements_sliding_window()
+            .then_some(settings.sliding_window)
+            .flatten();
         Ok(Self {
+            architecture,
             vocab_size: s.vocab_size,
             hidden_size: s.hidden_size,
             intermediate_size: s.intermediate_size,
@@ -69,6 +89,7 @@ impl TryFrom<serde_json::Value> for LlamaConfig {
                 .context("a Llama config without rotary settings")?,
             attention_bias: settings.attention_bias,
             mlp_bias: settings.mlp_bias,
+            sliding_window: window,
         })
     }
 }
@@ -120,8 +141,11 @@ impl LlamaConfig {
             rms_norm_eps: self.rms_norm_eps,
             inv_freq: self.rope_inv_freq(),
             qkv_bias: self.attention_bias,
-            o_bias: self.attention_bias,
+            // Qwen2's biases are on q, k and v only.
+            o_bias: self.attention_bias && self.architecture != Architecture::Qwen2,
             mlp_bias: self.mlp_bias,
+            qk_norm: self.architecture == Architecture::Qwen3,
+            sliding_window: self.sliding_window,
         })
     }
 }

@@ -23,12 +23,26 @@ pub const DECODER_DEFAULT_MAX_LENGTH: usize = 8192;
 #[serde(rename_all = "lowercase")]
 pub enum Architecture {
     Llama,
+    /// Qwen3: Llama's build plus an RMSNorm on each query and key head (Qwen3-Embedding).
+    Qwen3,
+    /// Qwen2: Llama's build with q/k/v biases (gte-Qwen2).
+    Qwen2,
+    /// Mistral: Llama's build with sliding-window attention (e5-mistral, SFR-Embedding).
+    Mistral,
     Bert,
 }
 
+impl Architecture {
+    /// Built like Llama (pre-norm decoder, rotary positions, SwiGLU): one decoder runs them all.
+    pub fn is_decoder(self) -> bool {
+        self != Architecture::Bert
+    }
+}
+
 pub const SUPPORTED_ARCHITECTURES: &str = "llama (model_type \"llama\" or \"llama_bidirec\": \
-     LlamaModel, LlamaForCausalLM, LlamaBidirectionalModel) and bert (model_type \"bert\": BertModel, \
-     e.g. all-MiniLM-L6-v2, bge)";
+     LlamaModel, LlamaForCausalLM, LlamaBidirectionalModel), qwen3 (Qwen3Model, e.g. \
+     Qwen3-Embedding), qwen2 (Qwen2Model, e.g. gte-Qwen2), mistral (MistralModel, e.g. \
+     e5-mistral) and bert (model_type \"bert\": BertModel, e.g. all-MiniLM-L6-v2, bge)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -78,6 +92,10 @@ pub struct Recipe {
     pub query_template: String,
     pub instruction: String,
     pub padding_side: PaddingSide,
+    /// Matryoshka truncation (`--dim N`): keep the first N components of each pooled vector,
+    /// then normalise. Absent: the whole vector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate_dim: Option<usize>,
 }
 
 /// Flag values that replace what the checkpoint says. `None` keeps the checkpoint's choice.
@@ -92,6 +110,7 @@ pub struct RecipeOverrides {
     pub query_template: Option<String>,
     pub instruction: Option<String>,
     pub padding_side: Option<PaddingSide>,
+    pub truncate_dim: Option<usize>,
 }
 
 impl Recipe {
@@ -120,6 +139,8 @@ struct ConfigHead {
     pooling: Option<String>,
     #[serde(default)]
     max_position_embeddings: Option<usize>,
+    #[serde(default)]
+    hidden_size: Option<usize>,
 }
 
 pub fn read_json(path: &Path) -> Result<serde_json::Value> {
@@ -138,6 +159,16 @@ pub fn detect_architecture(config_path: &Path, config: &serde_json::Value) -> Re
         || is(&["LlamaModel", "LlamaForCausalLM", "LlamaBidirectionalModel"])
     {
         return Ok(Architecture::Llama);
+    }
+    for (ty, arch) in [
+        ("qwen3", Architecture::Qwen3),
+        ("qwen2", Architecture::Qwen2),
+        ("mistral", Architecture::Mistral),
+    ] {
+        let prefix = |a: &String| a.to_ascii_lowercase().starts_with(ty);
+        if model_type == ty || (model_type.is_empty() && archs.iter().any(prefix)) {
+            return Ok(arch);
+        }
     }
     if model_type == "bert" || is(&["BertModel", "BertForMaskedLM"]) {
         return Ok(Architecture::Bert);
@@ -169,17 +200,23 @@ pub fn resolve_recipe(
         Architecture::Bert => (Attention::Bidirectional, Pooling::Mean),
         Architecture::Llama if bidirectional_llama => (Attention::Bidirectional, Pooling::Mean),
         // A plain decoder used as an embedder: causal attention, last token sees the whole text.
-        Architecture::Llama => (Attention::Causal, Pooling::Last),
+        _ => (Attention::Causal, Pooling::Last),
     };
-    if let Some(p) = sentence_transformers_pooling(files)? {
+    let st_pooling = sentence_transformers_pooling(files)?;
+    if let Some(p) = st_pooling {
         pooling = p;
     }
+    // Qwen3-Embedding's recipe pools the last token on an EOS its tokenizer appends; with a
+    // tokenizer that appends none, the EOS is added here (see `tokenizer_appends_eos`).
+    let append_eos = architecture.is_decoder()
+        && st_pooling == Some(Pooling::Last)
+        && !tokenizer_appends_eos(files, config)?;
 
     let mut max_length = match sentence_bert_max_length(files)? {
         Some(n) => n,
         None => match architecture {
             Architecture::Bert => head.max_position_embeddings.unwrap_or(512),
-            Architecture::Llama => head
+            _ => head
                 .max_position_embeddings
                 .unwrap_or(DECODER_DEFAULT_MAX_LENGTH)
                 .min(DECODER_DEFAULT_MAX_LENGTH),
@@ -191,29 +228,39 @@ pub fn resolve_recipe(
     }
 
     let (st_query, st_document) = sentence_transformers_prompts(files)?;
+    let (st_query, st_instruction) = match st_query.as_deref().and_then(instruct_template) {
+        Some((template, instruction)) => (Some(template), Some(instruction)),
+        None => (st_query, None),
+    };
     let recipe = Recipe {
         architecture,
         attention,
         pooling,
         normalize: true,
-        append_eos: false,
+        append_eos,
         max_length,
         document_template: st_document.unwrap_or_else(|| DEFAULT_DOCUMENT_TEMPLATE.to_string()),
         // Decoder embedders are trained with an instruction on the query side; BERT-family
         // sentence encoders (without prompts of their own) embed queries as plain text.
         query_template: st_query.unwrap_or_else(|| match architecture {
-            Architecture::Llama => DEFAULT_QUERY_TEMPLATE.to_string(),
             Architecture::Bert => DEFAULT_DOCUMENT_TEMPLATE.to_string(),
+            _ => DEFAULT_QUERY_TEMPLATE.to_string(),
         }),
-        instruction: DEFAULT_INSTRUCTION.to_string(),
+        instruction: st_instruction.unwrap_or_else(|| DEFAULT_INSTRUCTION.to_string()),
         // The reference usage of decoder embedders pads on the left; BERT's absolute positions
         // need right padding.
         padding_side: match architecture {
-            Architecture::Llama => PaddingSide::Left,
             Architecture::Bert => PaddingSide::Right,
+            _ => PaddingSide::Left,
         },
+        truncate_dim: None,
     };
     let recipe = overrides.apply(recipe)?;
+    if let (Some(n), Some(dim)) = (recipe.truncate_dim, head.hidden_size) {
+        if n == 0 || n > dim {
+            bail!("--dim {n}: the model's vectors have {dim} components (pass 1 to {dim})");
+        }
+    }
     check_recipe(&recipe)?;
     Ok(recipe)
 }
@@ -240,6 +287,7 @@ impl RecipeOverrides {
         recipe.normalize = self.normalize.unwrap_or(recipe.normalize);
         recipe.append_eos = self.append_eos.unwrap_or(recipe.append_eos);
         recipe.padding_side = self.padding_side.unwrap_or(recipe.padding_side);
+        recipe.truncate_dim = self.truncate_dim.or(recipe.truncate_dim);
         Ok(recipe)
     }
 }
@@ -331,4 +379,85 @@ fn sentence_transformers_prompts(files: &ModelFiles) -> Result<(Option<String>, 
         })
     };
     Ok((get(&["query"]), get(&["document", "passage"])))
+}
+
+/// Qwen3-Embedding's query prompt, `Instruct: <task>\nQuery:` (with or without a space after),
+/// as a template with an `{instruction}` slot and its task: the task is what users replace with
+/// their own (`--instruction`), as the model card says to.
+fn instruct_template(template: &str) -> Option<(String, String)> {
+    let prefix = template.strip_suffix("{text}")?;
+    let rest = prefix.strip_prefix("Instruct: ")?;
+    let (task, tail) = rest.split_once("\nQuery:")?;
+    if task.contains('{') || !tail.trim().is_empty() {
+        return None;
+    }
+    Some((
+        format!("Instruct: {{instruction}}\nQuery:{tail}{{text}}"),
+        task.to_string(),
+    ))
+}
+
+/// Whether the tokenizer's post-processor ends every single text with the EOS token (Qwen3-
+/// Embedding's tokenizer does; SmolLM2's and Llama's add none). Read from tokenizer.json alone:
+/// a `TemplateProcessing` whose `single` template ends with a special token that is the EOS
+/// (config.json's `eos_token_id`, else tokenizer_config.json's `eos_token`).
+fn tokenizer_appends_eos(files: &ModelFiles, config: &serde_json::Value) -> Result<bool> {
+    // `embed info --estimate` may look at a folder holding config.json alone.
+    if !files.tokenizer.is_file() {
+        return Ok(false);
+    }
+    let tokenizer = read_json(&files.tokenizer)?;
+    let Some(post) = tokenizer.get("post_processor").filter(|p| !p.is_null()) else {
+        return Ok(false);
+    };
+    // A `Sequence` of processors: any of them may add it.
+    let processors = match post.get("processors").and_then(|p| p.as_array()) {
+        Some(list) => list.iter().collect(),
+        None => vec![post],
+    };
+    let eos_content = eos_token_content(files, config, &tokenizer)?;
+    let Some(eos) = eos_content else {
+        return Ok(false);
+    };
+    Ok(processors.iter().any(|p| {
+        let last = p
+            .get("single")
+            .and_then(|s| s.as_array())
+            .and_then(|s| s.last());
+        let special = last
+            .and_then(|l| l.get("SpecialToken"))
+            .and_then(|t| t.get("id"))
+            .and_then(|id| id.as_str());
+        special == Some(eos.as_str())
+    }))
+}
+
+/// The EOS token's text: config.json's `eos_token_id` looked up in tokenizer.json's added
+/// tokens, else tokenizer_config.json's `eos_token`.
+fn eos_token_content(
+    files: &ModelFiles,
+    config: &serde_json::Value,
+    tokenizer: &serde_json::Value,
+) -> Result<Option<String>> {
+    let id = config.get("eos_token_id").and_then(|v| {
+        v.as_u64()
+            .or_else(|| v.as_array()?.first()?.as_u64())
+    });
+    if let Some(id) = id {
+        let added = tokenizer.get("added_tokens").and_then(|a| a.as_array());
+        let found = added.into_iter().flatten().find_map(|t| {
+            (t.get("id")?.as_u64()? == id).then(|| t.get("content")?.as_str().map(String::from))?
+        });
+        if found.is_some() {
+            return Ok(found);
+        }
+    }
+    let Some(path) = files.optional("tokenizer_config.json") else {
+        return Ok(None);
+    };
+    let tc = read_json(&path)?;
+    let token = tc.get("eos_token");
+    Ok(token
+        .and_then(|t| t.as_str().or_else(|| t.get("content")?.as_str()))
+        .map(String::from))
 }

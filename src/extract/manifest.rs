@@ -462,6 +462,7 @@ mod tests {
                 query_template: "Q: {text}".into(),
                 instruction: "i".into(),
                 padding_side: PaddingSide::Left,
+                truncate_dim: None,
             },
         };
         let plan = Plan {

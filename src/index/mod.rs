@@ -337,6 +337,7 @@ pub fn query_encoder(
             query_template: Some(r.query_template.clone()),
             instruction: Some(r.instruction.clone()),
             padding_side: Some(r.padding_side),
+            truncate_dim: r.truncate_dim,
         },
     };
     // Same weights first: a different model would give vectors from another space.

@@ -4,6 +4,7 @@
 
 mod util;
 
+mod decoders;
 mod encode_cli;
 mod encoder_parity;
 mod eval_retrieval;

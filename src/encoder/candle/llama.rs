@@ -1,6 +1,6 @@
-//! Llama-family embedding forward pass on candle (plain Llama checkpoints and
-//! nvidia/llama-embed-nemotron-8b's `LlamaBidirectionalModel`): a [`Decoder`] built from a
-//! [`DecoderShape`], which other families of the same build can reuse.
+//! Llama-built embedding forward pass on candle (plain Llama checkpoints,
+//! nvidia/llama-embed-nemotron-8b's `LlamaBidirectionalModel`, Qwen3 with its per-head q/k
+//! norms, Qwen2, Mistral with its sliding window): a [`Decoder`] built from a [`DecoderShape`].
 //!
 //! Written from candle-nn pieces because candle-transformers' `Llama` is a generation model:
 //! hard-wired causal mask, no padding mask, last-position logits only and a KV cache. An
@@ -17,10 +17,12 @@ use crate::encoder::decoder::DecoderShape;
 use crate::encoder::llama::LlamaConfig;
 use crate::encoder::{Attention, Checkpoint, Recipe};
 
-/// A Llama checkpoint's decoder.
+/// A Llama-built checkpoint's decoder.
 pub fn load(vb: VarBuilder, ck: &Checkpoint) -> Result<Box<dyn Backbone>> {
-    let cfg: LlamaConfig = serde_json::from_value(ck.config.clone())
-        .with_context(|| format!("{}: not a Llama config", ck.files.config.display()))?;
+    let cfg: LlamaConfig = serde_json::from_value(ck.config.clone()).with_context(|| {
+        let arch = ck.architecture;
+        format!("{}: not a {arch:?} config", ck.files.config.display())
+    })?;
     Ok(Box::new(Decoder::load(vb, cfg.shape()?)?))
 }
 
@@ -34,6 +36,8 @@ struct Layer {
     down: Linear,
     input_norm: RmsNorm,
     post_attention_norm: RmsNorm,
+    /// Qwen3's per-head RMSNorms on queries and keys.
+    qk_norm: Option<(RmsNorm, RmsNorm)>,
 }
 
 pub struct Decoder {
@@ -99,13 +103,19 @@ impl Decoder {
         attention: Attention,
     ) -> Result<Tensor> {
         let dev = &self.device;
+        let longest = mask
+            .chunks_exact(len.max(1))
+            .map(|m| m.iter().filter(|&&x| x != 0).count())
+            .max();
+        self.shape.check_window(attention, longest.unwrap_or(0))?;
         let input = Tensor::from_slice(ids, (batch, len), dev)?;
         let mut x = self.embed_tokens.forward(&input)?;
         let (cos, sin) = self.rope_tables(mask, batch, len)?;
         let ctx = BatchContext {
             cos,
             sin,
-            masks: Masks::new(mask, batch, len, attention, dev)?,
+            masks: Masks::new(mask, batch, len, attention, dev)?
+                .with_window(self.shape.sliding_window),
             batch,
             len,
         };
@@ -145,8 +155,13 @@ impl Decoder {
                 .transpose(1, 2)?
                 .contiguous()?)
         };
-        let q = candle_nn::rotary_emb::rope(&heads(&layer.q, nh)?, &ctx.cos, &ctx.sin)?;
-        let k = candle_nn::rotary_emb::rope(&heads(&layer.k, nkv)?, &ctx.cos, &ctx.sin)?;
+        let (mut q, mut k) = (heads(&layer.q, nh)?, heads(&layer.k, nkv)?);
+        if let Some((qn, kn)) = &layer.qk_norm {
+            q = qn.forward(&q)?;
+            k = kn.forward(&k)?;
+        }
+        let q = candle_nn::rotary_emb::rope(&q, &ctx.cos, &ctx.sin)?;
+        let k = candle_nn::rotary_emb::rope(&k, &ctx.cos, &ctx.sin)?;
         let v = heads(&layer.v, nkv)?;
         // Scaling q (len x hidden values) is cheaper than scaling the scores (len x len).
         let q = (q * (1.0 / (hd as f64).sqrt()))?;
@@ -200,6 +215,13 @@ impl Layer {
             down: linear_b(inter, h, mb, mlp.pp("down_proj"))?,
             input_norm: rms_norm(h, eps, l.pp("input_layernorm"))?,
             post_attention_norm: rms_norm(h, eps, l.pp("post_attention_layernorm"))?,
+            qk_norm: match shape.qk_norm {
+                true => Some((
+                    rms_norm(hd, eps, att.pp("q_norm"))?,
+                    rms_norm(hd, eps, att.pp("k_norm"))?,
+                )),
+                false => None,
+            },
         })
     }
 

@@ -23,8 +23,9 @@ pub fn load(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Box<dyn Backbone>>
     let vb = unsafe { VarBuilder::from_mmaped_safetensors(&ck.files.weights, dtype, &device) }
         .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
     let backbone = match ck.architecture {
-        Architecture::Llama => llama::load(vb, ck),
         Architecture::Bert => bert::load(vb, ck),
+        // Qwen3, Qwen2 and Mistral are built like Llama: one decoder, switched by its shape.
+        _ => llama::load(vb, ck),
     };
     backbone.with_context(|| {
         let arch = ck.architecture;

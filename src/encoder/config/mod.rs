@@ -79,6 +79,8 @@ pub const IGNORED: &[&str] = &[
     "hidden_dropout_prob",
     "classifier_dropout",
     "initializer_range",
+    // Qwen2/Qwen3: which layers slide when `use_sliding_window` is true (refused then).
+    "max_window_layers",
     "gradient_checkpointing",
     "use_cache",
     "bos_token_id",
@@ -99,7 +101,8 @@ pub struct ModelConfig {
     /// Tokens a query may look back, when the config limits it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sliding_window: Option<usize>,
-    /// Biases declared on the attention projections and on the MLP (decoders).
+    /// Biases on the attention projections and on the MLP (decoders): as declared for Llama and
+    /// Qwen3, always on q/k/v (never on o) for Qwen2, never for Mistral.
     pub attention_bias: bool,
     pub mlp_bias: bool,
     /// The dtype the checkpoint declares (`dtype`, or `torch_dtype` before transformers 5).
@@ -119,25 +122,41 @@ impl ModelConfig {
             .as_object()
             .context("config.json is not a JSON object")?;
         let (hidden_act, rope) = match architecture {
-            Architecture::Llama => (activation(obj, &["silu"])?, Some(rope::rope(obj)?)),
             // candle implements relu; the CPU engine runs gelu only (and leaves relu to candle).
             Architecture::Bert => (activation(obj, &["gelu", "relu"])?, None),
+            _ => (activation(obj, &["silu"])?, Some(rope::rope(obj)?)),
         };
         refuse_unsupported(obj, architecture)?;
+        let (attention_bias, mlp_bias) = match architecture {
+            // transformers' Qwen2 has q/k/v biases whatever the config says, Mistral none.
+            Architecture::Qwen2 => (true, false),
+            Architecture::Mistral => (false, false),
+            // Qwen3's MLP has no bias field (and no bias).
+            Architecture::Qwen3 => (flag(obj, "attention_bias")?, false),
+            _ => (flag(obj, "attention_bias")?, flag(obj, "mlp_bias")?),
+        };
         Ok(Self {
             architecture,
             hidden_act,
             rope,
-            sliding_window: sliding_window(obj)?,
-            attention_bias: flag(obj, "attention_bias")?,
-            mlp_bias: flag(obj, "mlp_bias")?,
+            sliding_window: sliding_window(obj, architecture)?,
+            attention_bias,
+            mlp_bias,
             checkpoint_dtype: checkpoint_dtype(config),
         })
     }
 
-    /// Refuse a sliding window shorter than the longest input (`max_length` tokens): sliding
-    /// window attention is not implemented, and up to the window it equals full attention.
+    /// Whether the engines run this architecture's sliding window (Mistral's, on every layer).
+    pub fn implements_sliding_window(&self) -> bool {
+        self.architecture == Architecture::Mistral
+    }
+
+    /// Refuse a sliding window shorter than the longest input (`max_length` tokens) where it is
+    /// not implemented: up to the window it equals full attention.
     pub fn check_length(&self, max_length: usize) -> Result<()> {
+        if self.implements_sliding_window() {
+            return Ok(());
+        }
         match self.sliding_window {
             Some(w) if w < max_length => bail!(
                 "sliding_window {w} is shorter than the longest input ({max_length} tokens) and \
@@ -156,7 +175,7 @@ impl ModelConfig {
         config: &Value,
         shapes: &HashMap<String, Vec<usize>>,
     ) -> Result<()> {
-        if self.architecture != Architecture::Llama {
+        if !self.architecture.is_decoder() {
             return Ok(());
         }
         let Some(q) = shapes.get("layers.0.self_attn.q_proj.weight") else {
@@ -182,6 +201,16 @@ impl ModelConfig {
             ("attention_bias", self.attention_bias, "self_attn.q_proj"),
             ("mlp_bias", self.mlp_bias, "mlp.gate_proj"),
         ];
+        // Per-head q/k norms are Qwen3's; weights that carry them elsewhere would be dropped.
+        let qk_norm = "layers.0.self_attn.q_norm.weight";
+        match (self.architecture, shapes.contains_key(qk_norm)) {
+            (Architecture::Qwen3, false) => bail!("a qwen3 checkpoint without {qk_norm}"),
+            (arch, true) if arch != Architecture::Qwen3 => bail!(
+                "the weights have {qk_norm} (Qwen3's q/k norms) but config.json declares \
+                 {arch:?}: they would be ignored"
+            ),
+            _ => {}
+        }
         for (field, declared, proj) in declared {
             let bias = format!("layers.0.{proj}.bias");
             match (declared, shapes.contains_key(&bias)) {
@@ -214,12 +243,25 @@ fn activation(obj: &Map<String, Value>, allowed: &[&str]) -> Result<String> {
 }
 
 /// `sliding_window`, unless `use_sliding_window` is false (Qwen2 writes a window it does not
-/// use) or it is null.
-fn sliding_window(obj: &Map<String, Value>) -> Result<Option<usize>> {
-    if obj.get("use_sliding_window").and_then(Value::as_bool) == Some(false) {
+/// use) or it is null. Mistral's default, when the key is absent, is 4096 tokens; Qwen2 and
+/// Qwen3 use a window only with `use_sliding_window` true, and then on some layers only
+/// (`max_window_layers`), which is refused.
+fn sliding_window(obj: &Map<String, Value>, architecture: Architecture) -> Result<Option<usize>> {
+    let uses = obj.get("use_sliding_window").and_then(Value::as_bool);
+    if matches!(architecture, Architecture::Qwen2 | Architecture::Qwen3) {
+        if uses == Some(true) && obj.get("sliding_window").is_some_and(|v| !v.is_null()) {
+            bail!(
+                "use_sliding_window true is not supported for {architecture:?} (sliding windows \
+                 on the layers from max_window_layers on)"
+            );
+        }
+        return Ok(None);
+    }
+    if uses == Some(false) {
         return Ok(None);
     }
     match obj.get("sliding_window") {
+        None if architecture == Architecture::Mistral => Ok(Some(4096)),
         None | Some(Value::Null) => Ok(None),
         Some(v) => Ok(Some(
             v.as_u64()

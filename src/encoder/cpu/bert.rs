@@ -154,6 +154,7 @@ impl Bert {
             kv_heads: self.cfg.num_attention_heads,
             head_dim: h / self.cfg.num_attention_heads,
             causal: false,
+            window: None,
         };
         for l in &self.layers {
             let qkv = Workspace::take(&mut w.qkv, t * 3 * h);

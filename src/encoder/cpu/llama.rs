@@ -1,6 +1,7 @@
-//! Llama-family embedder on the CPU engine: a [`Decoder`] built from a [`DecoderShape`] (fused
-//! QKV and gate/up projections, rotary positions counted per text, unpadded causal or
-//! bidirectional attention, SwiGLU), which other families of the same build can reuse.
+//! Llama-built embedders on the CPU engine (Llama, Qwen3, Qwen2, Mistral): a [`Decoder`] built
+//! from a [`DecoderShape`] (fused QKV and gate/up projections, Qwen3's per-head q/k norms,
+//! rotary positions counted per text, unpadded causal or bidirectional attention, Mistral's
+//! sliding window, SwiGLU).
 
 use anyhow::{bail, Context, Result};
 use candle_nn::VarBuilder;
@@ -13,10 +14,12 @@ use crate::encoder::decoder::DecoderShape;
 use crate::encoder::llama::LlamaConfig;
 use crate::encoder::{Attention, AttentionBlocks, Checkpoint, Recipe};
 
-/// A Llama checkpoint's decoder.
+/// A Llama-built checkpoint's decoder.
 pub fn load(vb: VarBuilder, ck: &Checkpoint, engine: Engine) -> Result<Option<Box<dyn Backbone>>> {
-    let cfg: LlamaConfig = serde_json::from_value(ck.config.clone())
-        .with_context(|| format!("{}: not a Llama config", ck.files.config.display()))?;
+    let cfg: LlamaConfig = serde_json::from_value(ck.config.clone()).with_context(|| {
+        let arch = ck.architecture;
+        format!("{}: not a {arch:?} config", ck.files.config.display())
+    })?;
     Ok(Some(Box::new(Decoder::load(vb, cfg.shape()?, engine)?)))
 }
 
@@ -27,6 +30,8 @@ struct Layer {
     down: Linear,
     input_norm: Vec<f32>,
     post_norm: Vec<f32>,
+    /// Qwen3's per-head RMSNorm weights on queries and keys, `[head_dim]` each.
+    qk_norm: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 pub struct Decoder {
@@ -73,6 +78,7 @@ impl Decoder {
         let isa = self.engine.isa;
         let spans = super::spans(texts);
         let t: usize = texts.iter().map(|s| s.len()).sum();
+        s.check_window(attention, texts.iter().map(|t| t.len()).max().unwrap_or(0))?;
         let (cos, sin) = self.rope_tables(texts);
         let x = self.lookup(texts, &mut w.x)?;
         let lay = QkvLayout {
@@ -81,6 +87,7 @@ impl Decoder {
             kv_heads: s.kv_heads,
             head_dim: hd,
             causal: attention == Attention::Causal,
+            window: s.sliding_window,
         };
         for l in &self.layers {
             let normed = Workspace::take(&mut w.proj, t * h);
@@ -92,6 +99,11 @@ impl Decoder {
                     &cos[row * hd / 2..][..hd / 2],
                     &sin[row * hd / 2..][..hd / 2],
                 );
+                if let Some((qn, kn)) = &l.qk_norm {
+                    let (q, k) = chunk.split_at_mut(s.heads * hd);
+                    ops::rms_norm_in_place(isa, q, qn, eps);
+                    ops::rms_norm_in_place(isa, &mut k[..s.kv_heads * hd], kn, eps);
+                }
                 for head in chunk[..(s.heads + s.kv_heads) * hd].chunks_exact_mut(hd) {
                     ops::rope(head, cs, sn);
                 }
@@ -199,6 +211,13 @@ impl Layer {
             down: engine.down_linear(&d_w, (h, inter), d_b.as_deref())?,
             input_norm: weights(&l, "input_layernorm.weight", &[h])?,
             post_norm: weights(&l, "post_attention_layernorm.weight", &[h])?,
+            qk_norm: match s.qk_norm {
+                true => Some((
+                    weights(&a, "q_norm.weight", &[hd])?,
+                    weights(&a, "k_norm.weight", &[hd])?,
+                )),
+                false => None,
+            },
         })
     }
 }
@@ -227,3 +246,4 @@ fn stack(
     }
     Ok((w, bias.then_some(b)))
 }
+

@@ -1,4 +1,4 @@
-//! The CPU engine: BERT and Llama forward passes over plain f32 buffers, with matmul kernels of
+//! The CPU engine: BERT and Llama-built decoder (Llama, Qwen3, Qwen2, Mistral) forward passes over plain f32 buffers, with matmul kernels of
 //! our own (AVX-512 f32 / bf16 / int8, AVX2 f32, and a portable fallback).
 //!
 //! Why not candle on the CPU: its matmul is the `gemm` crate, whose AVX-512 kernels need a
@@ -91,8 +91,9 @@ pub fn load(ck: &Checkpoint, opts: &EncoderOptions) -> Result<Option<Box<dyn Bac
     .with_context(|| format!("opening weights in {}", ck.dir.display()))?;
     let engine = Engine { precision, isa };
     let backbone = match ck.architecture {
-        Architecture::Llama => llama::load(vb, ck, engine),
         Architecture::Bert => bert::load(vb, ck, engine),
+        // Qwen3, Qwen2 and Mistral are built like Llama: one decoder, switched by its shape.
+        _ => llama::load(vb, ck, engine),
     };
     backbone.with_context(|| format!("loading weights from {}", ck.dir.display()))
 }

@@ -177,6 +177,27 @@ simd_fn! {
 }
 
 simd_fn! {
+    /// [`rms_norm`] in place, over each `weight.len()` values of `x` (Qwen3's per-head q/k
+    /// norms).
+    pub fn rms_norm_in_place(x: &mut [f32], weight: &[f32], eps: f32) {
+        let h = weight.len();
+        for row in x.chunks_exact_mut(h) {
+            let mut acc = [0f32; LANES];
+            for c in row.chunks_exact(LANES) {
+                for i in 0..LANES {
+                    acc[i] += c[i] * c[i];
+                }
+            }
+            let tail: f32 = row.chunks_exact(LANES).remainder().iter().map(|v| v * v).sum();
+            let inv = 1.0 / ((acc.iter().sum::<f32>() + tail) / h as f32 + eps).sqrt();
+            for (v, w) in row.iter_mut().zip(weight) {
+                *v = *v * inv * w;
+            }
+        }
+    }
+}
+
+simd_fn! {
     /// `x += y`.
     pub fn add(x: &mut [f32], y: &[f32]) {
         for (a, b) in x.iter_mut().zip(y) {
@@ -225,6 +246,8 @@ pub struct QkvLayout {
     pub kv_heads: usize,
     pub head_dim: usize,
     pub causal: bool,
+    /// Causal attention to at most this many keys, the query's own included (Mistral).
+    pub window: Option<usize>,
 }
 
 impl QkvLayout {
@@ -318,7 +341,9 @@ unsafe fn head_attention(
         }
         for (r, row) in s.scores.chunks_exact_mut(len).enumerate() {
             let keys = if lay.causal { i0 + r + 1 } else { len };
-            scaled_softmax(isa, &mut row[..keys], scale);
+            let first = lay.window.map_or(0, |w| keys.saturating_sub(w));
+            scaled_softmax(isa, &mut row[first..keys], scale);
+            row[..first].fill(0.0);
             row[keys..].fill(0.0);
         }
         // SAFETY: rows i0..i0 + rows < len of `dst` are this task's (the function's contract).
