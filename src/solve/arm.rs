@@ -350,7 +350,8 @@ impl<'a> Arm<'a> {
                 None => "the server returned none".into(),
             };
             self.res.progress.log(&format!(
-                "log-probs: {why}; samples get no entropy and the vote is unweighted by                  confidence (majority) for the rest of the run"
+                "log-probs: {why}; samples get no entropy, so problems are voted by the \
+                 majority (see vote_rule in the traces)"
             ));
         }
     }

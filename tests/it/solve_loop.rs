@@ -26,7 +26,7 @@ fn entropy_of(top: &[f64]) -> f64 {
 
 /// `text` with log-probs `top` per token: whole (even `form`) or streamed in three chunks.
 fn scored_reply(form: usize, text: &str, top: &[f64]) -> Reply {
-    if form % 2 == 0 {
+    if form.is_multiple_of(2) {
         return completion_with_logprobs(text, 4, top);
     }
     let third = text.len() / 3;
