@@ -90,21 +90,7 @@ pub fn run(cfg: &DistillConfig, progress: &dyn Progress) -> Result<DistillSummar
         sampling: cfg.sampling.clone(),
     };
     let log_path = log::path_for(&cfg.out);
-    let (mut done, aside) = log::read(&log_path, &key, cfg.force)?;
-    if let Some(a) = aside {
-        progress.log(&format!(
-            "--force: the earlier log moved to {}",
-            a.display()
-        ));
-    }
-    // Only insights for the same record content count as done.
-    done.retain(|_, e| e.insight.is_some());
-    let content: HashMap<&str, String> = corpus
-        .items
-        .iter()
-        .map(|i| (i.id.as_str(), i.content_sha()))
-        .collect();
-    done.retain(|id, e| content.get(id.as_str()) == Some(&e.content));
+    let mut done = resumed(&log_path, &key, cfg.force, &corpus, progress)?;
     let todo: Vec<&Item> = corpus
         .items
         .iter()
@@ -153,6 +139,30 @@ pub fn run(cfg: &DistillConfig, progress: &dyn Progress) -> Result<DistillSummar
     summary.not_started = summary.records - done.len() - summary.failed.len();
     write_output(cfg, &corpus, &done)?;
     Ok(summary)
+}
+
+/// The insights an earlier run logged for records whose content is unchanged.
+fn resumed(
+    log_path: &std::path::Path,
+    key: &DistillKey,
+    force: bool,
+    corpus: &Corpus,
+    progress: &dyn Progress,
+) -> Result<HashMap<String, Entry>> {
+    let (mut done, aside) = log::read(log_path, key, force)?;
+    if let Some(a) = aside {
+        progress.log(&format!(
+            "--force: the earlier log moved to {}",
+            a.display()
+        ));
+    }
+    let content: HashMap<&str, String> = corpus
+        .items
+        .iter()
+        .map(|i| (i.id.as_str(), i.content_sha()))
+        .collect();
+    done.retain(|id, e| e.insight.is_some() && content.get(id.as_str()) == Some(&e.content));
+    Ok(done)
 }
 
 fn check(cfg: &DistillConfig) -> Result<()> {
