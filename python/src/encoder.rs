@@ -65,7 +65,7 @@ impl PyEncoder {
         let encoder = py.detach(|| a.model.load()).map_err(runtime_error)?;
         let info = encoder.info();
         crate::logging::emit(
-            20,
+            crate::logging::INFO,
             &format!(
                 "loaded {spec}: {}-d, {} on {}",
                 info.dim, info.dtype, info.device

@@ -155,7 +155,7 @@ impl PyIndex {
                 let scaled = index::external::normalize_rows(&mut values, dim, &ids)?;
                 if scaled > 0 {
                     crate::logging::emit(
-                        20,
+                        crate::logging::INFO,
                         &format!("{scaled} query vectors were not unit length and were normalised"),
                     );
                 }

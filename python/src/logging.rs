@@ -1,5 +1,6 @@
 //! The library's progress reports as Python `logging` records on the "exemplar" logger: a
-//! task's start (DEBUG), its counts every 10 s (INFO) and its end (INFO); log lines at INFO.
+//! task's start (DEBUG), its counts every 10 s (INFO) and its end (INFO, DEBUG for a task shorter
+//! than that); log lines at INFO.
 //! Reports come from worker threads that hold no GIL; each takes it for the one call.
 
 use exemplar::progress::{Progress, Task};
@@ -8,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-const DEBUG: i32 = 10;
-const INFO: i32 = 20;
+pub const DEBUG: i32 = 10;
+pub const INFO: i32 = 20;
 /// How often a running task reports its counts.
 const EVERY: Duration = Duration::from_secs(10);
 
@@ -116,6 +117,12 @@ impl Task for LogTask {
 
 impl Drop for LogTask {
     fn drop(&mut self) {
-        emit(INFO, &format!("{} (done)", self.counts()));
+        // A long task's end is news; a quick one's (each small encode) is detail.
+        let level = if self.start.elapsed() >= EVERY {
+            INFO
+        } else {
+            DEBUG
+        };
+        emit(level, &format!("{} (done)", self.counts()));
     }
 }

@@ -13,20 +13,32 @@ def read_traces(path):
 
 def test_solve_answers_and_writes_traces(tiny_index, server, tmp_path):
     traces = tmp_path / "traces.jsonl"
-    with exemplar.Solver(index=tiny_index, endpoint=server.url, model="scripted", samples=2,
-                         concurrency=2, traces=traces, time_budget="10m", expected_problems=3,
-                         backoff=0.01) as s:
+    options = dict(index=tiny_index, endpoint=server.url, model="scripted", samples=2,
+                   concurrency=2, traces=traces, time_budget="10m", expected_problems=3,
+                   backoff=0.01, max_tokens=512)
+    with exemplar.Solver(**options) as s:
         assert [s.solve(f"p{i}", problem(i)) for i in (1, 2, 3)] == [11, 22, 33]
-        assert s.solve_details("p1", problem(1))["resumed"]
+        details = s.solve_details("p4", problem(4))
+        assert details["answer"] == 44 and not details["fallback"] and not details["resumed"]
     assert s.closed
+    # A restarted notebook answers what the traces hold without asking the server again.
+    asked = len(server.chats())
+    with exemplar.Solver(**options) as again:
+        resumed = again.solve_details("p2", problem(2))
+        assert resumed["answer"] == 22 and resumed["resumed"]
+    assert len(server.chats()) == asked
     lines = read_traces(traces)
-    assert [t["id"] for t in lines] == ["p1", "p2", "p3"]
-    assert [t["answer"] for t in lines] == [11, 22, 33]
-    # Retrieval: each prompt carried solved problems from the index.
-    first = server.chats()[0][2]["messages"]
-    assert len(first) > 2 and any("Problem number 1" in m["content"] for m in first)
+    assert [t["id"] for t in lines] == ["p1", "p2", "p3", "p4"]
+    assert [t["answer"] for t in lines] == [11, 22, 33, 44]
+    # Retrieval: each problem got the neighbours Index.search finds, in front of the model.
+    idx = exemplar.Index.open(tiny_index)
+    for t, i in zip(lines, (1, 2, 3, 4)):
+        assert [r["id"] for r in t["retrieved"]] == [h.id for h in idx.search(problem(i), k=4)]
+    nearest = idx.search(problem(1), k=1)[0].record["problem"]
+    prompt = "".join(m["content"] for m in server.chats()[0][2]["messages"])
+    assert nearest[:40] in prompt and problem(1) in prompt
     # The time budget was shared across the calls.
-    assert [t["serve"]["position"] for t in lines] == [0, 1, 2]
+    assert [t["serve"]["position"] for t in lines] == [0, 1, 2, 3]
     assert all(t["serve"]["allowed_seconds"] is not None for t in lines)
     with pytest.raises(ValueError, match="closed"):
         s.solve("p4", problem(4))
