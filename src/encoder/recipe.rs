@@ -439,10 +439,9 @@ fn eos_token_content(
     config: &serde_json::Value,
     tokenizer: &serde_json::Value,
 ) -> Result<Option<String>> {
-    let id = config.get("eos_token_id").and_then(|v| {
-        v.as_u64()
-            .or_else(|| v.as_array()?.first()?.as_u64())
-    });
+    let id = config
+        .get("eos_token_id")
+        .and_then(|v| v.as_u64().or_else(|| v.as_array()?.first()?.as_u64()));
     if let Some(id) = id {
         let added = tokenizer.get("added_tokens").and_then(|a| a.as_array());
         let found = added.into_iter().flatten().find_map(|t| {

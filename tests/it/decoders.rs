@@ -39,14 +39,24 @@ fn worst_cosine(name: &str, dtype: Option<DType>) -> anyhow::Result<f32> {
         let tokenized = enc.tokenize(&inputs, kind).unwrap();
         for (t, tok) in texts.iter().zip(&tokenized) {
             let text = t["text"].as_str().unwrap();
-            assert_eq!(enc.recipe().format(text, kind), t[key]["input"].as_str().unwrap());
-            assert_eq!(tok.ids, u32s(&t[key]["token_ids"]), "{name} {key} {}", t["name"]);
+            assert_eq!(
+                enc.recipe().format(text, kind),
+                t[key]["input"].as_str().unwrap()
+            );
+            assert_eq!(
+                tok.ids,
+                u32s(&t[key]["token_ids"]),
+                "{name} {key} {}",
+                t["name"]
+            );
         }
         let batched = enc.encode(&inputs, kind)?.vectors;
         for (i, t) in texts.iter().enumerate() {
             let want = f32s(&t[key]["embedding"]);
             let alone = &enc.encode(&[inputs[i]], kind)?.vectors[0];
-            worst = worst.min(cosine(&batched[i], &want)).min(cosine(alone, &want));
+            worst = worst
+                .min(cosine(&batched[i], &want))
+                .min(cosine(alone, &want));
         }
     }
     Ok(worst)
@@ -260,7 +270,11 @@ fn estimate_handles_the_8b_shapes() {
 /// Qwen3-Embedding's own files, minus the weights: the recipe must come from them alone.
 fn qwen3_embedding_files(dir: &Path, tokenizer_adds_eos: bool) -> ModelFiles {
     let src = fixture("tiny-qwen3-embed");
-    for f in ["config.json", "config_sentence_transformers.json", "modules.json"] {
+    for f in [
+        "config.json",
+        "config_sentence_transformers.json",
+        "modules.json",
+    ] {
         std::fs::copy(src.join(f), dir.join(f)).unwrap();
     }
     std::fs::create_dir_all(dir.join("1_Pooling")).unwrap();
@@ -357,7 +371,10 @@ fn what_is_not_implemented_is_refused() {
     let m = fixture("tiny-mistral-embed");
     let enc = Encoder::load(m.to_str().unwrap(), &opts).unwrap();
     let long = "a b c d e f g h i j k l m n o p q r s t u v w x y z ".repeat(4);
-    let err = format!("{:#}", enc.encode(&[&long], TextKind::Document).unwrap_err());
+    let err = format!(
+        "{:#}",
+        enc.encode(&[&long], TextKind::Document).unwrap_err()
+    );
     assert!(err.contains("sliding_window 48"), "{err}");
 
     // Qwen3's q/k norms in weights declared as another architecture would be dropped.

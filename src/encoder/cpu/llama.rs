@@ -246,4 +246,3 @@ fn stack(
     }
     Ok((w, bias.then_some(b)))
 }
-
