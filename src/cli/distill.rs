@@ -129,6 +129,8 @@ pub fn run(a: DistillArgs, started: Instant) -> Result<()> {
             temperature: a.temperature,
             top_p: a.top_p,
             max_tokens: a.max_tokens,
+            seed: None,
+            top_logprobs: None,
         },
         concurrency: a.concurrency,
         time_budget: a.time_budget,

@@ -4,6 +4,7 @@
 //! resuming from the traces.
 
 use anyhow::{bail, Result};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

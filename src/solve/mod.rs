@@ -137,7 +137,7 @@ fn run_batch(cfg: &SolveConfig, input: &Path, progress: Arc<dyn Progress>) -> Re
             key: arm.key.clone(),
         });
     }
-    report::report(cfg, &problems, &results)?;
+    let summary = report::report(cfg, &problems, &results)?;
     if runs.len() > 1 && !cfg.output.dry_run {
         let v = compare::verdict(&cfg.output.traces, &problems, &runs)?;
         compare::print(&v);
@@ -145,7 +145,7 @@ fn run_batch(cfg: &SolveConfig, input: &Path, progress: Arc<dyn Progress>) -> Re
             crate::fsio::write_atomically(path, |w| Ok(serde_json::to_writer_pretty(w, &v)?))?;
         }
     }
-    Ok(())
+    Ok(summary)
 }
 
 /// The arms of a batch run and their names in the traces: `rag` (from `--rag`), then

@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::config::SolveConfig;
-use super::outcome::{self, Outcomes};
 use super::loop_summary::LoopSummary;
+use super::outcome::{self, Outcomes};
 use super::problems::Problem;
 use super::prompt::RagSpec;
 use super::trace::Trace;
@@ -74,6 +74,8 @@ pub struct ArmSummary {
     pub failed: usize,
     /// `ID: error` of the arm's first failed problem.
     pub first_failure: Option<String>,
+    /// Vote rule, log-probs, early stops, the selector and time planned vs used.
+    pub solving_loop: LoopSummary,
 }
 
 impl Summary {
@@ -134,6 +136,7 @@ impl Summary {
                     fallbacks: r.fallbacks,
                     failed: r.outcomes.failed,
                     first_failure: r.outcomes.first_failure.clone(),
+                    solving_loop: r.loop_summary.clone(),
                 })
                 .collect(),
         }

@@ -103,6 +103,7 @@ impl SearchTool {
                     .map(|e| Retrieved {
                         id: e.id.clone(),
                         score: e.score,
+                        no_insight: e.sent_as(self.spec.format) != self.spec.format,
                     })
                     .collect();
                 record.output = self.output(&examples);
@@ -133,13 +134,8 @@ impl SearchTool {
 
 /// One neighbour as text in the arm's format: the single place the tool formats memories, so
 /// the memory forms of `--rag format=` apply here as they do in the prompt.
-fn neighbour_text(e: &Example, _spec: &RagSpec) -> String {
-    // chat and context both read as problem + worked solution in a tool's text output.
-    format!(
-        "Problem: {}\nSolution: {}",
-        e.problem.trim(),
-        e.solution.trim()
-    )
+fn neighbour_text(e: &Example, spec: &RagSpec) -> String {
+    super::memory::neighbour_text(e, spec.format)
 }
 
 /// The query and k of a `search_similar_problems` call, or what is wrong with it (said to the

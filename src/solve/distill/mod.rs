@@ -120,7 +120,11 @@ pub fn run(cfg: &DistillConfig, progress: &dyn Progress) -> Result<DistillSummar
         cfg.server.retry.clone(),
     );
     let _server = match &cfg.server.launch {
-        Some(spec) if !todo.is_empty() => Some(super::launch::launch(spec, &client)?),
+        Some(spec) if !todo.is_empty() => Some(super::launch::launch(
+            spec,
+            &client,
+            cfg.time_budget.map(|b| cfg.started + b),
+        )?),
         _ => None,
     };
     let fresh = distill_all(cfg, &client, &todo, &log, progress)?;
