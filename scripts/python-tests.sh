@@ -2,8 +2,7 @@
 # The Python package's tests: build the wheel (maturin, release), install it into a fresh
 # virtualenv, run python/tests with pytest against the CLI's binaries and models. Called by
 # scripts/test.sh after the Rust tests, whose release build it reuses (see Cargo.toml's
-# [workspace]): only pyo3, numpy, the extension and a few crates the test-only dependencies
-# change are compiled on top.
+# [workspace] and dev-dependencies): only pyo3, numpy and the extension are compiled on top.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 start=$SECONDS
@@ -14,8 +13,9 @@ if ! "$tools/bin/python" -c 'import maturin, pytest, numpy, pandas, polars' 2>/d
   "${PYTHON:-python3}" -m venv --clear "$tools"
   "$tools/bin/python" -m pip install -q --disable-pip-version-check -r python/requirements-dev.txt
 fi
-# The references the tests compare with (already built by the Rust tests).
-cargo build --release --quiet --bin embed --bin solve
+# The references the tests compare with: the binaries as the Rust tests build them (a no-op
+# after them), with the dependencies the wheel shares.
+cargo test --release --no-run --quiet --test it 2>/dev/null || cargo test --release --no-run --test it
 wheels=target/wheels
 rm -f "$wheels"/exemplar-*.whl
 PYO3_PYTHON="$tools/bin/python" "$tools/bin/maturin" build --release --quiet \

@@ -98,7 +98,7 @@ pub use solver::{Solved, Solver};
 /// Run `solve` as configured: a whole problems file, or `--serve`'s stdin loop. The summary
 /// says what became of the problems; [`Summary::check`] turns failed ones into an error.
 pub fn run(cfg: &SolveConfig, progress: Arc<dyn Progress>) -> Result<Summary> {
-    preflight::check_outputs(cfg)?;
+    preflight::check_settings(cfg)?;
     match &cfg.input {
         Input::File(path) => run_batch(cfg, path, progress),
         Input::Serve | Input::Calls => {

@@ -24,8 +24,27 @@ pub fn bounded(timeout: Duration, end: Option<Instant>) -> Option<Duration> {
     Some(timeout.min(left)).filter(|t| !t.is_zero())
 }
 
+/// What can be refused from the settings alone, before anything loads or the server is asked.
+pub fn check_settings(cfg: &SolveConfig) -> Result<()> {
+    check_outputs(cfg)?;
+    let r = &cfg.retrieval;
+    if r.index.is_none() && r.retrieves(&cfg.tools) {
+        if r.rag.k > 0 {
+            bail!(
+                "--rag k={} needs --index (or use --rag k=0 for no retrieval)",
+                r.rag.k
+            );
+        }
+        bail!(
+            "--tools retrieve (or search=on, or a --compare-rag arm with k > 0) needs --index: \
+             the search looks up solved problems in an index built by `embed index build`"
+        );
+    }
+    Ok(())
+}
+
 /// The submission and the traces must be files that can be written.
-pub fn check_outputs(cfg: &SolveConfig) -> Result<()> {
+fn check_outputs(cfg: &SolveConfig) -> Result<()> {
     let out = &cfg.output;
     for (flag, path) in [("--out", &out.out), ("--traces", &out.traces)] {
         if path.is_dir() {

@@ -70,7 +70,7 @@ impl Solver {
         if !cfg.retrieval.compare_rag.is_empty() {
             bail!("{what} answers with one setting; --compare-rag needs a whole --input");
         }
-        preflight::check_outputs(&cfg)?;
+        preflight::check_settings(&cfg)?;
         // `--tools retrieve` settles the arm's `search`, as in batch mode.
         cfg.retrieval.rag = cfg.retrieval.arms(&cfg.tools).remove(0);
         resources::set_aside_if_forced(&cfg, progress.as_ref())?;

@@ -26,13 +26,27 @@ fn a_parquet_out_writes_id_string_and_answer_int64_in_input_order() {
         Reply::Completion(format!("\\boxed{{{}}}", right_answer(&req.last_user())))
     });
     let out = tmp.path().join("out/submission.parquet");
-    let o = solve_cmd(tmp.path(), &server.url)
-        .args(["--input", input.to_str().unwrap(), "--rag", "k=0"])
-        .args(["--samples", "1", "--backoff", "0.01", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    ok(&o);
+    // solve_cmd's own --out is the CSV; this run names the Parquet file instead.
+    let mut c = std::process::Command::new(solve_bin());
+    c.args([
+        "--endpoint",
+        &server.url,
+        "--input",
+        input.to_str().unwrap(),
+    ])
+    .args([
+        "--rag",
+        "k=0",
+        "--samples",
+        "1",
+        "--backoff",
+        "0.01",
+        "--quiet",
+    ])
+    .arg("--out")
+    .arg(&out)
+    .env_remove("EXEMPLAR_ENDPOINT");
+    run_ok(c);
     let batch = read_parquet(&out);
     let schema = batch.schema();
     let types: Vec<(&str, &DataType)> = schema
