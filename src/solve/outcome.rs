@@ -51,11 +51,16 @@ pub fn classify(t: &Trace) -> (Status, Option<String>) {
         };
         return (Status::Fallback, Some(why));
     }
+    // When the problem's time ran out, a stream cut by its request's timeout is the deadline
+    // at work, not a server that failed to reply (the server had answered and was streaming).
+    let cut_by_deadline = |e: &str| {
+        t.stopped.as_deref() == Some("deadline") && e.starts_with("stream interrupted: timeout")
+    };
     let server_error = t
         .samples
         .iter()
         .flat_map(|s| &s.errors)
-        .find(|e| e.as_str() != DEADLINE);
+        .find(|e| e.as_str() != DEADLINE && !cut_by_deadline(e));
     match server_error {
         Some(e) => (Status::Failed, Some(e.clone())),
         None => (
@@ -228,6 +233,18 @@ mod tests {
         }
         let (_, why) = classify(&trace(vec![refused]));
         assert_eq!(why.as_deref(), Some("request failed: connection refused"));
+    }
+
+    /// A stream the deadline cut (its request timed out when the problem's time ran out) is out
+    /// of time; the same error without the deadline is a server that stopped answering.
+    #[test]
+    fn a_stream_cut_by_the_deadline_is_out_of_time() {
+        let cut = failed_sample(&["stream interrupted: timeout: global"]);
+        let mut t = trace(vec![cut.clone(), failed_sample(&[DEADLINE])]);
+        t.stopped = Some("deadline".into());
+        assert_eq!(classify(&t).0, Status::OutOfTime);
+        let t = trace(vec![cut]);
+        assert_eq!(classify(&t).0, Status::Failed);
     }
 
     #[test]
