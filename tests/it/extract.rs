@@ -3,7 +3,7 @@
 
 use crate::util::*;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 fn extract_cmd(input: &Path, out: &Path, extra: &[&str]) -> Command {
@@ -26,46 +26,31 @@ fn read_shards(dir: &Path) -> BTreeMap<String, (Vec<f32>, Option<String>)> {
     use arrow::array::AsArray;
     use arrow::datatypes::Float32Type;
     let mut out = BTreeMap::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    for f in files {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&f).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let ids = batch
-                .column_by_name("id")
-                .unwrap()
-                .as_string::<i32>()
-                .clone();
-            let emb = batch
-                .column_by_name("embedding")
-                .unwrap()
-                .as_fixed_size_list()
-                .clone();
-            let problems = batch
-                .column_by_name("problem")
-                .unwrap()
-                .as_string::<i32>()
-                .clone();
-            let dim = emb.value_length() as usize;
-            let values = emb.values().as_primitive::<Float32Type>().values().to_vec();
-            for i in 0..batch.num_rows() {
-                let v = values[i * dim..(i + 1) * dim].to_vec();
-                let prev = out.insert(
-                    ids.value(i).to_string(),
-                    (v, Some(problems.value(i).to_string())),
-                );
-                assert!(prev.is_none(), "id {} appears twice", ids.value(i));
-            }
+    for batch in crate::util::shard_batches(dir) {
+        let ids = batch
+            .column_by_name("id")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let emb = batch
+            .column_by_name("embedding")
+            .unwrap()
+            .as_fixed_size_list()
+            .clone();
+        let problems = batch
+            .column_by_name("problem")
+            .unwrap()
+            .as_string::<i32>()
+            .clone();
+        let dim = emb.value_length() as usize;
+        let values = emb.values().as_primitive::<Float32Type>().values().to_vec();
+        for i in 0..batch.num_rows() {
+            let v = values[i * dim..(i + 1) * dim].to_vec();
+            let prev = out.insert(
+                ids.value(i).to_string(),
+                (v, Some(problems.value(i).to_string())),
+            );
+            assert!(prev.is_none(), "id {} appears twice", ids.value(i));
         }
     }
     out

@@ -72,33 +72,18 @@ fn shards(dir: &Path) -> BTreeMap<String, (Vec<f32>, Map<String, Value>)> {
     use arrow::array::AsArray;
     use arrow::datatypes::Float32Type;
     let mut out = BTreeMap::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
-        .collect();
-    files.sort();
-    for f in files {
-        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
-            std::fs::File::open(&f).unwrap(),
-        )
-        .unwrap()
-        .build()
-        .unwrap();
-        for batch in reader {
-            let batch = batch.unwrap();
-            let emb = batch
-                .column_by_name("embedding")
-                .unwrap()
-                .as_fixed_size_list();
-            let dim = emb.value_length() as usize;
-            let values = emb.values().as_primitive::<Float32Type>().values();
-            for i in 0..batch.num_rows() {
-                let mut rec = exemplar::arrow_json::row_json(&batch, i, &["embedding"]);
-                let id = rec.remove("id").unwrap().as_str().unwrap().to_string();
-                let v = values[i * dim..(i + 1) * dim].to_vec();
-                assert!(out.insert(id.clone(), (v, rec)).is_none(), "{id} twice");
-            }
+    for batch in crate::util::shard_batches(dir) {
+        let emb = batch
+            .column_by_name("embedding")
+            .unwrap()
+            .as_fixed_size_list();
+        let dim = emb.value_length() as usize;
+        let values = emb.values().as_primitive::<Float32Type>().values();
+        for i in 0..batch.num_rows() {
+            let mut rec = exemplar::arrow_json::row_json(&batch, i, &["embedding"]);
+            let id = rec.remove("id").unwrap().as_str().unwrap().to_string();
+            let v = values[i * dim..(i + 1) * dim].to_vec();
+            assert!(out.insert(id.clone(), (v, rec)).is_none(), "{id} twice");
         }
     }
     out

@@ -157,3 +157,24 @@ pub fn write_extraction(
     info.dim = dim; // synthetic vectors, of any dimension
     finalize(dir, &ExtractManifest::new(&info, 2048, &plan)).unwrap();
 }
+
+/// Every record batch of an extraction's shard files, in file-name order.
+pub fn shard_batches(dir: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let mut batches = Vec::new();
+    for f in files {
+        let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(
+            std::fs::File::open(&f).unwrap(),
+        )
+        .unwrap()
+        .build()
+        .unwrap();
+        batches.extend(reader.map(|b| b.unwrap()));
+    }
+    batches
+}
