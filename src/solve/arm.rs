@@ -22,7 +22,9 @@ use super::retrieve_tool::SearchTool;
 use super::rounds::ToolPlan;
 use super::sample::{self, Mix, SamplePlan, Sampled};
 use super::tool_protocol::ToolProtocol;
-use super::trace::{self, Retrieved, RunKey, Trace, TraceLog, VoteEntry};
+use super::trace::{
+    self, RetrievalTrace, Retrieved, RunKey, Setting, Timing, Trace, TraceLog, Verdict, VoteEntry,
+};
 use super::vote::Tally;
 
 pub(super) struct Arm<'a> {
@@ -134,7 +136,7 @@ impl<'a> Arm<'a> {
                     let answers = failed_before
                         .iter()
                         .chain(&done)
-                        .filter_map(|(k, t)| Some((k.clone(), t.answer?)));
+                        .filter_map(|(k, t)| Some((k.clone(), t.verdict.answer?)));
                     report::write_submission(path, problems, &answers.collect())?;
                 }
             }
@@ -150,8 +152,11 @@ impl<'a> Arm<'a> {
     /// The run's count of hits left out as the same problem, and of neighbours sent as
     /// `problem` for want of an insight.
     fn log_memory_counts(&self, done: &BTreeMap<String, Trace>) {
-        let excluded: usize = done.values().map(|t| t.excluded.len()).sum();
-        let with = done.values().filter(|t| !t.excluded.is_empty()).count();
+        let excluded: usize = done.values().map(|t| t.retrieval.excluded.len()).sum();
+        let with = done
+            .values()
+            .filter(|t| !t.retrieval.excluded.is_empty())
+            .count();
         if excluded > 0 {
             self.res.progress.log(&format!(
                 "{}: {excluded} retrieved hits left out as the same problem (--exclude twins, \
@@ -161,7 +166,7 @@ impl<'a> Arm<'a> {
             ));
         }
         if self.spec.format == super::prompt::RagFormat::Insight {
-            let all = done.values().flat_map(|t| &t.retrieved);
+            let all = done.values().flat_map(|t| &t.retrieval.retrieved);
             let (sent, fell) = all.fold((0, 0), |(n, f), r| (n + 1, f + r.no_insight as usize));
             if fell > 0 {
                 self.res.progress.log(&format!(
@@ -207,13 +212,13 @@ impl<'a> Arm<'a> {
         let mut prepared = self.prepare(p, &query.vector)?;
         prepared.retrieval_ms += query.embed_ms;
         let mut t = self.base_trace(p, &prepared, query.embed_ms);
-        t.planned_seconds = planned.map(|d| d.as_secs_f64());
+        t.timing.planned_seconds = planned.map(|d| d.as_secs_f64());
         if !self.cfg.output.dry_run {
             self.sample_and_vote(p, prepared, deadline, &mut t)?;
             outcome::mark(&mut t);
         }
         outcome::warn_dropped(self.res.progress.as_ref(), &t);
-        t.seconds = t0.elapsed().as_secs_f64();
+        t.timing.seconds = t0.elapsed().as_secs_f64();
         Ok(t)
     }
 
@@ -259,30 +264,38 @@ impl<'a> Arm<'a> {
     }
 
     fn base_trace(&self, p: &Problem, prep: &Prepared, embed_ms: f64) -> Trace {
+        let retrieved = prep.examples.iter().map(|e| Retrieved {
+            id: e.id.clone(),
+            score: e.score,
+            no_insight: e.sent_as(self.spec.format) != self.spec.format,
+        });
         Trace {
             id: p.id.clone(),
             arm: self.name.to_string(),
             dry_run: self.cfg.output.dry_run,
             run: Some(self.key.clone()),
-            rag: Some(self.spec.clone()),
-            retrieved: prep
-                .examples
-                .iter()
-                .map(|e| Retrieved {
-                    id: e.id.clone(),
-                    score: e.score,
-                    no_insight: e.sent_as(self.spec.format) != self.spec.format,
-                })
-                .collect(),
-            excluded: prep.excluded.clone(),
-            retrieval_ms: prep.retrieval_ms,
-            query_embed_ms: embed_ms,
-            search_prompt_ms: prep.search_ms,
-            fit: prep.fit.clone(),
+            retrieval: RetrievalTrace {
+                rag: Some(self.spec.clone()),
+                retrieved: retrieved.collect(),
+                excluded: prep.excluded.clone(),
+                fit: prep.fit.clone(),
+            },
+            timing: Timing {
+                retrieval_ms: prep.retrieval_ms,
+                query_embed_ms: embed_ms,
+                search_prompt_ms: prep.search_ms,
+                ..Default::default()
+            },
             messages: prep.messages.clone(),
             source: p.source.clone(),
-            expected: p.expected,
-            sandbox: self.res.sandbox.clone(),
+            verdict: Verdict {
+                expected: p.expected,
+                ..Default::default()
+            },
+            setting: Setting {
+                sandbox: self.res.sandbox.clone(),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -304,10 +317,10 @@ impl<'a> Arm<'a> {
             }
             prep.messages = self.builder().messages(&p.problem, &prep.examples);
             t.messages = prep.messages.clone();
-            t.retrieved.truncate(prep.examples.len());
+            t.retrieval.retrieved.truncate(prep.examples.len());
             sampled = self.sample(&prep, deadline);
         }
-        t.fit = prep.fit;
+        t.retrieval.fit = prep.fit;
         let tally = sampled.tally.clone();
         self.record_vote(t, sampled);
         self.note_logprobs(t);
@@ -318,7 +331,7 @@ impl<'a> Arm<'a> {
     /// With `--select`: the selector's record, and its answer when it named one.
     fn select(&self, p: &Problem, t: &mut Trace, tally: &Tally, deadline: Instant) {
         let s = &self.cfg.sampling;
-        if s.select.selector == Selector::None || t.fallback {
+        if s.select.selector == Selector::None || t.verdict.fallback {
             return;
         }
         let selection = Selection {
@@ -331,8 +344,8 @@ impl<'a> Arm<'a> {
         };
         t.select = selection.select(&p.problem, &t.samples, tally);
         if let Some(chosen) = t.select.as_ref().and_then(|s| s.chosen) {
-            t.answer = Some(chosen);
-            t.correct = t.expected.map(|e| e == chosen);
+            t.verdict.answer = Some(chosen);
+            t.verdict.correct = t.verdict.expected.map(|e| e == chosen);
         }
     }
 
@@ -379,7 +392,7 @@ impl<'a> Arm<'a> {
                  --tool-call-parser <parser>, llama.cpp --jinja)"
             ));
         }
-        t.tool_protocol = Some(trace::ToolProtocolInfo {
+        t.setting.tool_protocol = Some(trace::ToolProtocolInfo {
             setting: offer.protocol.name().into(),
             tools_sent: offer.tools().is_some(),
             refused,
@@ -436,9 +449,9 @@ impl<'a> Arm<'a> {
 
     fn record_vote(&self, t: &mut Trace, s: Sampled) {
         let verdict = s.tally.verdict();
-        t.fallback = verdict.is_none();
-        t.answer = Some(verdict.map_or(self.cfg.sampling.fallback, |v| v.answer));
-        t.correct = t.expected.map(|e| Some(e) == t.answer);
+        t.verdict.fallback = verdict.is_none();
+        t.verdict.answer = Some(verdict.map_or(self.cfg.sampling.fallback, |v| v.answer));
+        t.verdict.correct = t.verdict.expected.map(|e| Some(e) == t.verdict.answer);
         let (tally, weighted) = (&s.tally, s.tally.weighted());
         t.vote = tally
             .counts
@@ -451,7 +464,7 @@ impl<'a> Arm<'a> {
             })
             .collect();
         t.vote_rule = (tally.votes > 0).then(|| tally.applied().name().to_string());
-        t.stopped = Some(s.stopped.to_string());
+        t.verdict.stopped = Some(s.stopped.to_string());
         t.samples = s.traces;
     }
 }

@@ -119,8 +119,8 @@ fn outcomes_of(problems: &[Problem], done: &BTreeMap<String, Trace>) -> BTreeMap
             continue;
         };
         let mut o = Outcome {
-            correct: t.answer == Some(expected),
-            seconds: t.seconds,
+            correct: t.verdict.answer == Some(expected),
+            seconds: t.timing.seconds,
             ..Default::default()
         };
         for s in &t.samples {
@@ -129,7 +129,7 @@ fn outcomes_of(problems: &[Problem], done: &BTreeMap<String, Trace>) -> BTreeMap
             o.prompt_tokens += s.prompt_tokens.unwrap_or(0) as f64;
             o.completion_tokens += s.completion_tokens.unwrap_or(0) as f64;
             if s.with_examples != Some(false) {
-                o.examples += t.retrieved.len() as f64;
+                o.examples += t.retrieval.retrieved.len() as f64;
             }
             for c in s.tool_calls.iter().filter(|c| c.query.is_some()) {
                 o.searches += 1.0;

@@ -107,7 +107,7 @@ impl LoopSummary {
         if let Some(rule) = &t.vote_rule {
             *self.voted_by.entry(rule.clone()).or_default() += 1;
         }
-        if let Some(why) = &t.stopped {
+        if let Some(why) = &t.verdict.stopped {
             *self.stopped.entry(why.clone()).or_default() += 1;
         }
         for s in t.samples.iter().filter(|s| s.text.is_some()) {
@@ -121,19 +121,19 @@ impl LoopSummary {
             let f = &mut self.selector;
             f.runs += 1;
             f.changed += usize::from(sel.changed);
-            if let Some(e) = t.expected {
+            if let Some(e) = t.verdict.expected {
                 f.scored_runs += 1;
-                f.right_when_ran += usize::from(t.answer == Some(e));
-                f.changed_right += usize::from(sel.changed && t.answer == Some(e));
+                f.right_when_ran += usize::from(t.verdict.answer == Some(e));
+                f.changed_right += usize::from(sel.changed && t.verdict.answer == Some(e));
                 f.changed_wrong_vote_right += usize::from(sel.changed && sel.vote_answer == e);
             }
         }
-        self.time.planned_seconds += t.planned_seconds.unwrap_or(0.0);
-        self.time.used_seconds += t.seconds;
+        self.time.planned_seconds += t.timing.planned_seconds.unwrap_or(0.0);
+        self.time.used_seconds += t.timing.seconds;
         self.time.problems.push(ProblemTime {
             id: t.id.clone(),
-            planned_seconds: t.planned_seconds,
-            used_seconds: t.seconds,
+            planned_seconds: t.timing.planned_seconds,
+            used_seconds: t.timing.seconds,
         });
     }
 

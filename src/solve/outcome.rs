@@ -29,8 +29,8 @@ const DEADLINE: &str = "deadline reached";
 /// A trace's status and why it is not answered; the stored one, else worked out from the
 /// samples (traces written before statuses existed).
 pub fn status(t: &Trace) -> (Status, Option<String>) {
-    match t.status {
-        Some(s) => (s, t.failure.clone()),
+    match t.verdict.status {
+        Some(s) => (s, t.verdict.failure.clone()),
         None => classify(t),
     }
 }
@@ -54,7 +54,8 @@ pub fn classify(t: &Trace) -> (Status, Option<String>) {
     // When the problem's time ran out, a stream cut by its request's timeout is the deadline
     // at work, not a server that failed to reply (the server had answered and was streaming).
     let cut_by_deadline = |e: &str| {
-        t.stopped.as_deref() == Some("deadline") && e.starts_with("stream interrupted: timeout")
+        t.verdict.stopped.as_deref() == Some("deadline")
+            && e.starts_with("stream interrupted: timeout")
     };
     let server_error = t
         .samples
@@ -73,8 +74,8 @@ pub fn classify(t: &Trace) -> (Status, Option<String>) {
 /// Record the status in the trace.
 pub fn mark(t: &mut Trace) {
     let (s, why) = classify(t);
-    t.status = Some(s);
-    t.failure = why;
+    t.verdict.status = Some(s);
+    t.verdict.failure = why;
 }
 
 /// Whether a resume must do this problem again.
@@ -84,20 +85,23 @@ pub fn retry_on_resume(t: &Trace) -> bool {
 
 /// One line when the prompt fitting left out retrieved examples of a problem.
 pub fn warn_dropped(progress: &dyn Progress, t: &Trace) {
-    let dropped = t.fit.dropped.len();
+    let dropped = t.retrieval.fit.dropped.len();
     if dropped == 0 {
         return;
     }
-    let retrieved = dropped + t.retrieved.len();
-    let context = t.fit.context.map_or("?".into(), |c| c.to_string());
-    let max_tokens = t
-        .run
-        .as_ref()
-        .map_or(0, |k| t.fit.max_tokens.unwrap_or(k.sampling.max_tokens));
+    let retrieved = dropped + t.retrieval.retrieved.len();
+    let context = t
+        .retrieval
+        .fit
+        .context
+        .map_or("?".into(), |c| c.to_string());
+    let max_tokens = t.run.as_ref().map_or(0, |k| {
+        t.retrieval.fit.max_tokens.unwrap_or(k.sampling.max_tokens)
+    });
     progress.log(&format!(
         "warning: {}: {dropped} of {retrieved} retrieved examples dropped to fit the server's \
          context ({context} tokens: prompt {} + max_tokens {max_tokens})",
-        t.id, t.fit.prompt_tokens
+        t.id, t.retrieval.fit.prompt_tokens
     ));
 }
 
@@ -139,12 +143,12 @@ impl Outcomes {
                 }
             }
         }
-        self.examples_sent += t.retrieved.len();
-        let dropped = t.fit.dropped.len();
+        self.examples_sent += t.retrieval.retrieved.len();
+        let dropped = t.retrieval.fit.dropped.len();
         self.examples_dropped += dropped;
         self.problems_with_dropped_examples += usize::from(dropped > 0);
-        if dropped > 0 && t.retrieved.is_empty() && self.all_dropped_at.is_none() {
-            self.all_dropped_at = Some((t.fit.context, t.fit.prompt_tokens));
+        if dropped > 0 && t.retrieval.retrieved.is_empty() && self.all_dropped_at.is_none() {
+            self.all_dropped_at = Some((t.retrieval.fit.context, t.retrieval.fit.prompt_tokens));
         }
     }
 
@@ -241,7 +245,7 @@ mod tests {
     fn a_stream_cut_by_the_deadline_is_out_of_time() {
         let cut = failed_sample(&["stream interrupted: timeout: global"]);
         let mut t = trace(vec![cut.clone(), failed_sample(&[DEADLINE])]);
-        t.stopped = Some("deadline".into());
+        t.verdict.stopped = Some("deadline".into());
         assert_eq!(classify(&t).0, Status::OutOfTime);
         let t = trace(vec![cut]);
         assert_eq!(classify(&t).0, Status::Failed);
@@ -251,9 +255,9 @@ mod tests {
     fn a_stored_status_is_kept_and_only_failed_ones_are_redone() {
         let mut t = trace(vec![failed_sample(&["HTTP 500: x"])]);
         mark(&mut t);
-        assert_eq!(t.status, Some(Status::Failed));
+        assert_eq!(t.verdict.status, Some(Status::Failed));
         assert!(retry_on_resume(&t));
-        t.status = Some(Status::Fallback);
+        t.verdict.status = Some(Status::Fallback);
         assert!(!retry_on_resume(&t));
     }
 }

@@ -272,15 +272,15 @@ pub fn tally(problems: &[Problem], done: &BTreeMap<String, Trace>, fallback: u64
     for p in problems {
         let Some(t) = done.get(&p.id) else { continue };
         r.outcomes.add(t);
-        let answer = t.answer.unwrap_or(fallback);
+        let answer = t.verdict.answer.unwrap_or(fallback);
         r.answers.insert(p.id.clone(), answer);
-        r.fallbacks += usize::from(t.fallback);
+        r.fallbacks += usize::from(t.verdict.fallback);
         let overflowed = t.samples.iter().any(|s| {
             s.errors
                 .iter()
                 .any(|e| e.starts_with("context length exceeded"))
         });
-        r.overflow_failures += usize::from(t.fallback && overflowed);
+        r.overflow_failures += usize::from(t.verdict.fallback && overflowed);
         // Margins in vote weight (= votes when every sample weighed 1).
         let mut votes: Vec<f64> = t
             .vote

@@ -116,11 +116,11 @@ impl Solver {
         let t0 = Instant::now();
         let position = self.position;
         self.position += 1;
-        if let Some((t, answer)) = self.done.get(id).and_then(|t| Some((t, t.answer?))) {
+        if let Some((t, answer)) = self.done.get(id).and_then(|t| Some((t, t.verdict.answer?))) {
             let (status, failure) = outcome::status(t);
             return Ok(Solved {
                 answer,
-                fallback: t.fallback,
+                fallback: t.verdict.fallback,
                 resumed: true,
                 status,
                 failure,
@@ -146,27 +146,28 @@ impl Solver {
         let arm = Arm::with_key(cfg, &self.res, ARM, &cfg.retrieval.rag, key, end);
         let query = arm.embed_queries(&[&p])?.remove(0);
         let mut t = arm.solve_problem(&p, &query, left)?;
-        t.serve = Some(ServeInfo {
+        t.setting.serve = Some(ServeInfo {
             session: self.session.clone(),
             load_seconds: self.res.load_seconds,
             loads: 1,
             position,
             // The share as --problem-time clamped it, when there is a budget.
-            allowed_seconds: t.planned_seconds.or(allowed),
+            allowed_seconds: t.timing.planned_seconds.or(allowed),
         });
-        t.seconds = t0.elapsed().as_secs_f64();
+        t.timing.seconds = t0.elapsed().as_secs_f64();
         self.log.append(&t)?;
         let answer = t
+            .verdict
             .answer
             .ok_or_else(|| anyhow::anyhow!("no answer was recorded"))?;
         let (status, failure) = outcome::status(&t);
         Ok(Solved {
             answer,
-            fallback: t.fallback,
+            fallback: t.verdict.fallback,
             resumed: false,
             status,
             failure,
-            seconds: t.seconds,
+            seconds: t.timing.seconds,
         })
     }
 }

@@ -220,7 +220,8 @@ pub struct VoteEntry {
     pub mean_entropy: Option<f64>,
 }
 
-/// One line of traces.jsonl.
+/// One line of traces.jsonl. Its parts are flattened: the JSON keeps one flat object per
+/// problem, as in earlier versions.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Trace {
     pub id: String,
@@ -230,16 +231,8 @@ pub struct Trace {
     /// Missing in traces of exemplar versions before resume checking.
     #[serde(default)]
     pub run: Option<RunKey>,
-    pub rag: Option<RagSpec>,
-    pub retrieved: Vec<Retrieved>,
-    /// Hits left out as the same problem (`--exclude` twins, scores above `exclude-above`).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub excluded: Vec<super::retrieve::Excluded>,
-    pub retrieval_ms: f64,
-    pub query_embed_ms: f64,
-    pub search_prompt_ms: f64,
-    #[serde(default)]
-    pub fit: PromptFit,
+    #[serde(flatten)]
+    pub retrieval: RetrievalTrace,
     pub messages: Vec<Message>,
     #[serde(default)]
     pub samples: Vec<SampleTrace>,
@@ -251,6 +244,30 @@ pub struct Trace {
     /// `--select`: what the selector did with this problem's vote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub select: Option<SelectTrace>,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    pub source: Option<String>,
+    #[serde(flatten)]
+    pub timing: Timing,
+    #[serde(flatten)]
+    pub setting: Setting,
+}
+
+/// What was retrieved for a problem and what of it reached the prompt.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RetrievalTrace {
+    pub rag: Option<RagSpec>,
+    pub retrieved: Vec<Retrieved>,
+    /// Hits left out as the same problem (`--exclude` twins, scores above `exclude-above`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub excluded: Vec<super::retrieve::Excluded>,
+    #[serde(default)]
+    pub fit: PromptFit,
+}
+
+/// The problem's answer, how it came about and, with `--eval`, whether it is right.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Verdict {
     pub answer: Option<u64>,
     #[serde(default)]
     pub fallback: bool,
@@ -264,12 +281,24 @@ pub struct Trace {
     pub stopped: Option<String>,
     pub expected: Option<u64>,
     pub correct: Option<bool>,
-    pub source: Option<String>,
+}
+
+/// Where the problem's time went.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub retrieval_ms: f64,
+    pub query_embed_ms: f64,
+    pub search_prompt_ms: f64,
     #[serde(default)]
     pub seconds: f64,
     /// Seconds this problem was given (its clamped share of the time left), with a budget.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub planned_seconds: Option<f64>,
+}
+
+/// The run's surroundings as they stood for this problem.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Setting {
     /// With `--tools python`: the interpreter, numpy/sympy and what the sandbox isolates here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sandbox: Option<SandboxInfo>,
@@ -362,7 +391,7 @@ pub fn finished_and_failed(path: &Path, arm: &str, key: &RunKey) -> Result<(Done
             Err(_) if i + 1 == total => break,
             Err(e) => bail!("{}:{}: not a trace line ({e})", path.display(), i + 1),
         };
-        if t.arm != arm || t.dry_run || t.answer.is_none() {
+        if t.arm != arm || t.dry_run || t.verdict.answer.is_none() {
             continue;
         }
         match &t.run {
@@ -418,4 +447,44 @@ fn repair_tail(path: &Path) -> Result<()> {
     let f = std::fs::OpenOptions::new().write(true).open(path)?;
     f.set_len(keep as u64)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The parts of a trace are flattened: one flat JSON object per line, as before they were
+    /// grouped, and a line written by an older version still reads.
+    #[test]
+    fn a_trace_line_stays_one_flat_object_and_reads_back() {
+        let mut t = Trace {
+            id: "p1".into(),
+            arm: "rag k=4".into(),
+            source: Some("MATH".into()),
+            ..Default::default()
+        };
+        t.verdict.answer = Some(42);
+        t.verdict.expected = Some(42);
+        t.verdict.correct = Some(true);
+        t.timing.seconds = 1.5;
+        t.timing.planned_seconds = Some(300.0);
+        t.retrieval.retrieved.push(Retrieved {
+            id: "n1".into(),
+            score: 0.9,
+            no_insight: false,
+        });
+        let v = serde_json::to_value(&t).unwrap();
+        for key in ["answer", "correct", "seconds", "planned_seconds", "retrieved", "fit"] {
+            assert!(v.get(key).is_some(), "{key} missing at the top: {v}");
+        }
+        for part in ["retrieval", "verdict", "timing", "setting"] {
+            assert!(v.get(part).is_none(), "{part} nested: {v}");
+        }
+        assert_eq!(serde_json::from_value::<Trace>(v).unwrap(), t);
+        let old = r#"{"id":"a","arm":"bare","rag":null,"retrieved":[],"retrieval_ms":0.1,
+            "query_embed_ms":0.0,"search_prompt_ms":0.1,"messages":[],"answer":7,
+            "stopped":null,"expected":null,"correct":null,"source":null}"#;
+        let t: Trace = serde_json::from_str(old).unwrap();
+        assert_eq!((t.verdict.answer, t.timing.retrieval_ms), (Some(7), 0.1));
+    }
 }
