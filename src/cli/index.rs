@@ -98,6 +98,7 @@ pub struct QueryArgs {
     /// Model folder, when it moved since the index was built (must be the same weights).
     #[arg(long)]
     pub model: Option<String>,
+    /// Device for the query embedding: `cpu`, or `cuda:N` with a `cuda` build.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
     /// Whole records as JSON lines instead of a table.

@@ -42,24 +42,31 @@ pub struct PlotArgs {
     /// Seed of the sample, the layout and the paint order.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Image width in pixels.
-    #[arg(long, default_value_t = 1400)]
-    pub width: u32,
-    /// Image height in pixels.
-    #[arg(long, default_value_t = 1000)]
-    pub height: u32,
-    /// 3D view angle in degrees: azimuth (about the vertical axis), elevation.
-    #[arg(long, value_name = "AZ,EL", default_value = "35,25")]
-    pub view: String,
-    /// 3D: number of views in one image (1, 2 or 4; 4 = a 2x2 grid of angles around --view).
-    #[arg(long, default_value_t = 1)]
-    pub views: usize,
+    #[command(flatten)]
+    pub look: LookArgs,
     /// UMAP-style: neighbours per point in the kNN graph.
     #[arg(long, default_value_t = 15)]
     pub neighbors: usize,
     /// UMAP-style: optimisation epochs [default: 500 up to 10,000 points, else 200].
     #[arg(long, default_value_t = 0, hide_default_value = true)]
     pub epochs: usize,
+    #[command(flatten)]
+    pub highlight: HighlightArgs,
+    /// Also write vectors.tsv + metadata.tsv (the sampled rows) for the TensorBoard Embedding
+    /// Projector into this folder.
+    #[arg(long)]
+    pub export_projector: Option<PathBuf>,
+    /// Print the summary (points, outputs, highlighted ids, timings) as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// Marking a query's neighbours or given ids on the map.
+#[derive(Args, Debug)]
+pub struct HighlightArgs {
     /// Embed this text as a query with the index's model and mark it and its --k neighbours
     /// (needs --index).
     #[arg(long, requires = "index")]
@@ -76,24 +83,32 @@ pub struct PlotArgs {
     /// Model folder for --highlight-query, when it moved since the index was built.
     #[arg(long)]
     pub model: Option<String>,
+    /// Device for --highlight-query's embedding: `cpu`, or `cuda:N` with a `cuda` build.
     #[arg(long, default_value = "cpu")]
     pub device: Device,
-    /// Also write vectors.tsv + metadata.tsv (the sampled rows) for the TensorBoard Embedding
-    /// Projector into this folder.
-    #[arg(long)]
-    pub export_projector: Option<PathBuf>,
+}
+
+/// The picture: size, 3D angles, legend and title.
+#[derive(Args, Debug)]
+pub struct LookArgs {
+    /// Image width in pixels.
+    #[arg(long, default_value_t = 1400)]
+    pub width: u32,
+    /// Image height in pixels.
+    #[arg(long, default_value_t = 1000)]
+    pub height: u32,
+    /// 3D view angle in degrees: azimuth (about the vertical axis), elevation.
+    #[arg(long, value_name = "AZ,EL", default_value = "35,25")]
+    pub view: String,
+    /// 3D: number of views in one image (1, 2 or 4; 4 = a 2x2 grid of angles around --view).
+    #[arg(long, default_value_t = 1)]
+    pub views: usize,
     /// Legend entries shown; smaller categories are folded into "other".
     #[arg(long, default_value_t = 10)]
     pub legend_max: usize,
     /// Title [default: model · corpus · method · points].
     #[arg(long)]
     pub title: Option<String>,
-    /// Print the summary (points, outputs, highlighted ids, timings) as JSON on stdout.
-    #[arg(long)]
-    pub json: bool,
-    /// No progress bars.
-    #[arg(long)]
-    pub quiet: bool,
 }
 
 fn parse_view(s: &str) -> Result<(f64, f64)> {
@@ -147,22 +162,22 @@ impl PlotArgs {
         } else if !self.formats.is_empty() {
             bail!("--formats needs --out (the file name to use)");
         }
-        if self.views != 1 && self.dims != 3 {
+        if self.look.views != 1 && self.dims != 3 {
             bail!("--views applies to 3D maps (--dims 3)");
         }
-        let highlight = if let Some(text) = &self.highlight_query {
-            if self.k == 0 {
+        let highlight = if let Some(text) = &self.highlight.highlight_query {
+            if self.highlight.k == 0 {
                 bail!("--k must be at least 1");
             }
             Some(HighlightSpec::Query {
                 text: text.clone(),
-                k: self.k,
-                ef: self.ef,
-                model: self.model.clone(),
-                device: self.device,
+                k: self.highlight.k,
+                ef: self.highlight.ef,
+                model: self.highlight.model.clone(),
+                device: self.highlight.device,
             })
-        } else if !self.highlight_ids.is_empty() {
-            Some(HighlightSpec::Ids(self.highlight_ids.clone()))
+        } else if !self.highlight.highlight_ids.is_empty() {
+            Some(HighlightSpec::Ids(self.highlight.highlight_ids.clone()))
         } else {
             None
         };
@@ -174,15 +189,15 @@ impl PlotArgs {
             outputs,
             sample: self.sample,
             seed: self.seed,
-            width: self.width,
-            height: self.height,
-            views: view_grid(parse_view(&self.view)?, self.views)?,
+            width: self.look.width,
+            height: self.look.height,
+            views: view_grid(parse_view(&self.look.view)?, self.look.views)?,
             neighbors: self.neighbors,
             epochs: self.epochs,
             highlight,
             export_projector: self.export_projector.clone(),
-            legend_max: self.legend_max,
-            title: self.title.clone(),
+            legend_max: self.look.legend_max,
+            title: self.look.title.clone(),
         })
     }
 }

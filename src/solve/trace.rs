@@ -474,7 +474,14 @@ mod tests {
             no_insight: false,
         });
         let v = serde_json::to_value(&t).unwrap();
-        for key in ["answer", "correct", "seconds", "planned_seconds", "retrieved", "fit"] {
+        for key in [
+            "answer",
+            "correct",
+            "seconds",
+            "planned_seconds",
+            "retrieved",
+            "fit",
+        ] {
             assert!(v.get(key).is_some(), "{key} missing at the top: {v}");
         }
         for part in ["retrieval", "verdict", "timing", "setting"] {
