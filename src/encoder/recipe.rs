@@ -212,20 +212,7 @@ pub fn resolve_recipe(
         && st_pooling == Some(Pooling::Last)
         && !tokenizer_appends_eos(files, config)?;
 
-    let mut max_length = match sentence_bert_max_length(files)? {
-        Some(n) => n,
-        None => match architecture {
-            Architecture::Bert => head.max_position_embeddings.unwrap_or(512),
-            _ => head
-                .max_position_embeddings
-                .unwrap_or(DECODER_DEFAULT_MAX_LENGTH)
-                .min(DECODER_DEFAULT_MAX_LENGTH),
-        },
-    };
-    if architecture == Architecture::Bert {
-        // Absolute position embeddings end there.
-        max_length = max_length.min(head.max_position_embeddings.unwrap_or(512));
-    }
+    let max_length = max_length(files, &head, architecture)?;
 
     let (st_query, st_document) = sentence_transformers_prompts(files)?;
     let (st_query, st_instruction) = match st_query.as_deref().and_then(instruct_template) {
@@ -263,6 +250,26 @@ pub fn resolve_recipe(
     }
     check_recipe(&recipe)?;
     Ok(recipe)
+}
+
+/// Tokens per text: sentence-transformers' `max_seq_length` where given, else the positions
+/// the config declares (decoders capped at [`DECODER_DEFAULT_MAX_LENGTH`]); BERT never beyond
+/// its absolute position embeddings.
+fn max_length(files: &ModelFiles, head: &ConfigHead, architecture: Architecture) -> Result<usize> {
+    let declared = head.max_position_embeddings;
+    let n = match sentence_bert_max_length(files)? {
+        Some(n) => n,
+        None => match architecture {
+            Architecture::Bert => declared.unwrap_or(512),
+            _ => declared
+                .unwrap_or(DECODER_DEFAULT_MAX_LENGTH)
+                .min(DECODER_DEFAULT_MAX_LENGTH),
+        },
+    };
+    Ok(match architecture {
+        Architecture::Bert => n.min(declared.unwrap_or(512)),
+        _ => n,
+    })
 }
 
 impl RecipeOverrides {

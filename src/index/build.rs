@@ -210,25 +210,7 @@ fn build_into(
             source.rows()
         );
     }
-    let vectors = super::vectors::Vectors::read_huge(&tmp.join("vectors.f32"))?;
-    let params = super::hnsw::Params {
-        m: opts.m,
-        ef_construction: opts.ef_construction,
-        seed: LEVEL_SEED,
-    };
-    let (read_s, t) = (start.elapsed().as_secs_f64(), Instant::now());
-    let graph = super::hnsw::Hnsw::build(&vectors, dim, &params, progress);
-    let (link_s, t) = (t.elapsed().as_secs_f64(), Instant::now());
-    let reach =
-        super::reach::check_and_repair(&graph, &vectors, dim, opts.ef_construction, progress);
-    progress.log(&format!(
-        "build: read {rows} vectors in {read_s:.1} s, linked in {link_s:.1} s, checked \
-         reachability in {:.1} s",
-        t.elapsed().as_secs_f64()
-    ));
-    graph
-        .save(&tmp.join("graph.hnsw.data"), &tmp.join("graph.hnsw.graph"))
-        .context("writing the HNSW graph")?;
+    let reach = link_graph(tmp, (rows, dim), opts, start, progress)?;
     let mut files = BTreeMap::new();
     for f in FILES {
         files.insert(f.to_string(), hash_file(&tmp.join(f))?);
@@ -270,6 +252,37 @@ fn build_into(
     })?;
     super::load::write_stamp(tmp, &manifest);
     Ok(manifest)
+}
+
+/// Link the HNSW graph over the vectors written to `tmp`, check that every node is reachable
+/// (repairing where not), and save it beside them.
+fn link_graph(
+    tmp: &Path,
+    (rows, dim): (usize, usize),
+    opts: &BuildOptions,
+    start: Instant,
+    progress: &dyn Progress,
+) -> Result<super::reach::Reachability> {
+    let vectors = super::vectors::Vectors::read_huge(&tmp.join("vectors.f32"))?;
+    let params = super::hnsw::Params {
+        m: opts.m,
+        ef_construction: opts.ef_construction,
+        seed: LEVEL_SEED,
+    };
+    let (read_s, t) = (start.elapsed().as_secs_f64(), Instant::now());
+    let graph = super::hnsw::Hnsw::build(&vectors, dim, &params, progress);
+    let (link_s, t) = (t.elapsed().as_secs_f64(), Instant::now());
+    let reach =
+        super::reach::check_and_repair(&graph, &vectors, dim, opts.ef_construction, progress);
+    progress.log(&format!(
+        "build: read {rows} vectors in {read_s:.1} s, linked in {link_s:.1} s, checked \
+         reachability in {:.1} s",
+        t.elapsed().as_secs_f64()
+    ));
+    graph
+        .save(&tmp.join("graph.hnsw.data"), &tmp.join("graph.hnsw.graph"))
+        .context("writing the HNSW graph")?;
+    Ok(reach)
 }
 
 /// Return freed Parquet decode buffers to the OS. mimalloc (the binaries' allocator) did not
